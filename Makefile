@@ -1,0 +1,34 @@
+# promptmill: `make demo` runs the pipeline on the bundled examples, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench browse clean
+
+$(VENV)/.installed: requirements/base.txt requirements/ml.txt requirements/dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
+
+test: install
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check lib steps tests benchmarks
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+browse: install
+	$(VENV)/bin/datasette serve --host 127.0.0.1 -i $${PROMPTMILL_DB:-db/promptmill.db} -m schema/datasette.yml
+
+clean:
+	rm -rf $(VENV) out

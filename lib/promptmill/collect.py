@@ -1,0 +1,196 @@
+"""Write what a source yields into the store: prompts, images, imported captions, errors.
+
+A source reader (see ``promptmill.sources``) calls :class:`Collector`'s ``add_*``
+methods with each item's position inside the source. Rows are buffered and
+committed in batches; each batch is one transaction, so a killed run leaves a
+prefix of the source behind and the next run skips what is already there.
+Natural keys (source, position) make a second import add nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promptmill.images import probe_image
+from promptmill.runs import Run
+from promptmill.store import Store
+from promptmill.text import hash_author, normalize, sha256_hex, text_hash
+
+BATCH_ROWS = 20_000
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_sha256(root: str | os.PathLike) -> str:
+    """Hash of a folder: every file's relative path, size and modification time.
+
+    Cheap for big image folders; a changed or added file changes it."""
+    root = Path(root)
+    lines = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        lines.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{int(stat.st_mtime)}")
+    return sha256_hex("\n".join(lines))
+
+
+@dataclass
+class SourceInfo:
+    kind: str
+    uri: str
+    sha256: str
+    options: dict = field(default_factory=dict)
+    bytes: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+class Collector:
+    """Buffers rows for one source and commits them in batches."""
+
+    def __init__(self, store: Store, run: Run, info: SourceInfo, batch_rows: int = BATCH_ROWS):
+        self.store = store
+        self.run = run
+        self.info = info
+        self.batch_rows = batch_rows
+        self._prompts: list[tuple] = []
+        self._errors: list[tuple] = []
+        self._images: list[tuple] = []
+        self.source_id, self.completed, self.done_upto = self._open_source()
+
+    def _open_source(self) -> tuple[int, bool, int]:
+        options = json.dumps(self.info.options, sort_keys=True)
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO sources (kind, uri, sha256, options, bytes, meta, run_id) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, sha256, options) DO NOTHING",
+                (self.info.kind, self.info.uri, self.info.sha256, options, self.info.bytes,
+                 json.dumps(self.info.meta, sort_keys=True), self.run.id),
+            )
+            source_id, completed = self.store.execute(
+                "SELECT id, completed_run_id FROM sources WHERE kind = ? AND sha256 = ? AND options = ?",
+                (self.info.kind, self.info.sha256, options),
+            ).fetchone()
+        done_upto = -1
+        if not completed:
+            done_upto = max(
+                self.store.scalar(f"SELECT max(position) FROM {table} WHERE source_id = ?", (source_id,)) or -1
+                for table in ("prompts", "image_origins", "item_errors")
+            )
+        return source_id, completed is not None, done_upto
+
+    def seen(self, position: int) -> bool:
+        """True when an earlier (killed) run already committed this position."""
+        return position <= self.done_upto
+
+    def add_prompt(self, position: int, text: str, locator: str | None = None, author: str | None = None,
+                   created_at: str | None = None, meta: dict | None = None):
+        norm = normalize(text)
+        if not norm:
+            self.add_error(position, "empty", "no text after normalisation", locator)
+            return
+        self._prompts.append((
+            self.source_id, position, locator, text, text_hash(norm), hash_author(author),
+            created_at, json.dumps(meta, sort_keys=True, default=str) if meta else None, self.run.id,
+        ))
+        if len(self._prompts) >= self.batch_rows:
+            self.flush()
+
+    def add_error(self, position: int, reason: str, detail: str | None = None, locator: str | None = None):
+        self._errors.append((self.source_id, position, locator, reason, (detail or "")[:500], self.run.id))
+        if len(self._errors) >= self.batch_rows:
+            self.flush()
+
+    def add_image(self, position: int, data: bytes, locator: str, caption: str | None = None,
+                  prompt: str | None = None, meta: dict | None = None, caption_meta: dict | None = None):
+        """An image found in the source, with the caption or prompt found beside it."""
+        probe = probe_image(data, locator)
+        sha256, _ = self.store.blobs.put(data, probe.ext)
+        self._images.append((position, sha256, probe, locator, caption, prompt, meta, caption_meta))
+        if len(self._images) >= max(1, self.batch_rows // 100):
+            self.flush()
+
+    def flush(self):
+        if not (self._prompts or self._errors or self._images):
+            return
+        with self.store.transaction() as conn:
+            if self._prompts:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT INTO prompts (source_id, position, locator, text, norm_hash, author, "
+                    "created_at, meta, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (source_id, position) DO NOTHING",
+                    self._prompts,
+                )
+                added = conn.total_changes - before
+                self.run.add("prompts added", added)
+                if added < len(self._prompts):
+                    self.run.add("prompts already there", len(self._prompts) - added)
+            if self._errors:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT INTO item_errors (source_id, position, locator, reason, detail, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position, reason) DO NOTHING",
+                    self._errors,
+                )
+                self.run.add("items rejected", conn.total_changes - before)
+            for row in self._images:
+                self._write_image(conn, *row)
+        self._prompts, self._errors, self._images = [], [], []
+
+    def _write_image(self, conn, position, sha256, probe, locator, caption, prompt, meta, caption_meta):
+        before = conn.total_changes
+        conn.execute(
+            "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes, self.run.id),
+        )
+        self.run.add("images added" if conn.total_changes > before else "images already there")
+        image_id = conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha256,)).fetchone()[0]
+        prompt_id = None
+        if prompt and normalize(prompt):
+            norm = normalize(prompt)
+            conn.execute(
+                "INSERT INTO prompts (source_id, position, locator, text, norm_hash, meta, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position) DO NOTHING",
+                (self.source_id, position, locator, prompt, text_hash(norm),
+                 json.dumps(meta, sort_keys=True, default=str) if meta else None, self.run.id),
+            )
+            prompt_id = conn.execute("SELECT id FROM prompts WHERE source_id = ? AND position = ?",
+                                     (self.source_id, position)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO image_origins (image_id, source_id, position, locator, prompt_id, meta, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position) DO NOTHING",
+            (image_id, self.source_id, position, locator, prompt_id,
+             json.dumps(meta, sort_keys=True, default=str) if meta else None, self.run.id),
+        )
+        if caption is not None and caption.strip():
+            before = conn.total_changes
+            conn.execute(
+                "INSERT INTO captions (image_id, kind, text, params, source_id, natural_key, created_at, run_id) "
+                "VALUES (?, 'imported', ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?) "
+                "ON CONFLICT (natural_key) DO NOTHING",
+                (image_id, caption.strip(), json.dumps(caption_meta, sort_keys=True) if caption_meta else None,
+                 self.source_id, f"imported:{self.source_id}:{position}", self.run.id),
+            )
+            if conn.total_changes > before:
+                self.run.add("captions added")
+
+    def finish(self, items: int):
+        """Flush and mark the source complete, so the next import of it is skipped at once."""
+        self.flush()
+        with self.store.transaction():
+            self.store.execute(
+                "UPDATE sources SET completed_run_id = ?, items = ? WHERE id = ? AND completed_run_id IS NULL",
+                (self.run.id, items, self.source_id),
+            )

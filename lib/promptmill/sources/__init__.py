@@ -1,0 +1,1 @@
+"""Readers for each kind of input; each feeds a promptmill.collect.Collector."""

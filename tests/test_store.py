@@ -1,0 +1,100 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from promptmill.runs import redact_argv, start_run
+from promptmill.store import migration_files, open_store
+
+
+def test_open_applies_every_migration_once(db_path):
+    store = open_store(db_path)
+    versions = [row["version"] for row in store.query("SELECT version FROM schema_migrations")]
+    assert versions == [number for number, _, _ in migration_files()]
+    store.close()
+    again = open_store(db_path)
+    assert again.count("schema_migrations") == len(versions)
+    assert again.scalar("PRAGMA journal_mode") == "wal"
+    assert again.scalar("PRAGMA foreign_keys") == 1
+    assert again.scalar("PRAGMA busy_timeout") > 0
+
+
+def test_blob_store_is_content_addressed(store):
+    sha, path = store.blobs.put(b"hello", "png")
+    assert path == store.path.parent / "blobs" / sha[:2] / sha[2:4] / f"{sha}.png"
+    assert path.read_bytes() == b"hello"
+    assert store.blobs.put(b"hello", "png") == (sha, path)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_run_records_status_counts_and_versions(store):
+    with start_run(store, "01_collect", "text", {"files": ["a.txt"]}, argv=["x", "--api-key", "sk-secret123456"]) as run:
+        run.add("prompts added", 3)
+    row = store.query("SELECT * FROM runs")[0]
+    assert row["status"] == "ok"
+    assert json.loads(row["counts"]) == {"prompts added": 3}
+    assert "sk-secret123456" not in row["argv"]
+    assert json.loads(row["library_versions"])["python"]
+    assert row["code_version"] and row["host"] and row["finished_at"]
+
+
+def test_failed_run_is_marked_failed(store):
+    try:
+        with start_run(store, "02_clean", "prompts", {}, argv=[]):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert store.query("SELECT status, error FROM runs")[0] == {"status": "failed", "error": "RuntimeError: boom"}
+
+
+def test_redaction():
+    os.environ["HF_TOKEN"] = "hf_abcdefghijklmnop"
+    try:
+        argv = redact_argv(["push", "--token", "abc", "--api-key=xyz", "sk-1234567890abcdef",
+                            "x=hf_abcdefghijklmnop", "--model", "gpt"])
+    finally:
+        del os.environ["HF_TOKEN"]
+    assert argv == ["push", "--token", "[redacted]", "--api-key=[redacted]", "[redacted]", "x=[redacted]",
+                    "--model", "gpt"]
+
+
+def test_sigkilled_run_is_shown_interrupted_by_next_run(db_path):
+    open_store(db_path).close()
+    code = textwrap.dedent(f"""
+        import time
+        from promptmill.store import open_store
+        from promptmill.runs import start_run
+        store = open_store({str(db_path)!r})
+        with start_run(store, "01_collect", "text", {{}}, argv=[]):
+            print("started", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = open_store(db_path)
+    assert store.scalar("SELECT status FROM runs") == "running"
+    with start_run(store, "02_clean", "prompts", {}, argv=[]):
+        pass
+    assert [r["status"] for r in store.query("SELECT status FROM runs ORDER BY id")] == ["interrupted", "ok"]
+
+
+def test_sigterm_marks_run_interrupted(db_path):
+    open_store(db_path).close()
+    code = textwrap.dedent(f"""
+        import time
+        from promptmill.store import open_store
+        from promptmill.runs import start_run
+        store = open_store({str(db_path)!r})
+        with start_run(store, "01_collect", "text", {{}}, argv=[]):
+            print("started", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert open_store(db_path).scalar("SELECT status FROM runs") == "interrupted"
