@@ -16,6 +16,60 @@ def cli():
 # --- LLM labels: describe ---
 
 
+def _describe_options(f):
+    from promptmill.describe import DEFAULT_MODEL, DEFAULT_TEMPLATE
+    from promptmill.llm_client import call_options
+
+    f = click.option("--limit", type=click.IntRange(1), help="Label at most this many prompts.")(f)
+    f = click.option("--temperature", default=0.0, show_default=True, type=float)(f)
+    f = click.option("--max-tokens", default=60, show_default=True, type=click.IntRange(1),
+                     help="Longest answer, in tokens (also the budget estimate).")(f)
+    f = click.option("--template", default=str(DEFAULT_TEMPLATE), show_default="schema/templates/describe.toml",
+                     type=click.Path(exists=True, dir_okay=False), help="Few-shot template (TOML).")(f)
+    return call_options(DEFAULT_MODEL)(f)
+
+
+@cli.command()
+@db_option
+@_describe_options
+def describe(db_path, template, max_tokens, temperature, limit, model, base_url, prices, dry_run, **options):
+    """Label every kept prompt without a description: a short plain description, or `_no_object`.
+
+    Uses OpenAI (OPENAI_API_KEY) or any OpenAI-compatible server (--base-url). Each request is
+    recorded in the api_calls ledger before its label; a request already paid for is never sent again."""
+    from promptmill import describe as describing
+    from promptmill.cli import BadInput
+    from promptmill.ledger import load_prices
+    from promptmill.llm_client import CallRunner, check_budget_priced, settings_from
+    from promptmill.openai_chat import OpenAIChat, require_endpoint
+    from promptmill.progress import bar
+
+    if not dry_run:
+        require_endpoint(base_url)
+    price_table = load_prices(prices)
+    check_budget_priced(price_table, model, options["max_cost"])
+    try:
+        loaded = describing.load_template(template)
+    except (ValueError, KeyError, OSError) as exc:
+        raise BadInput(f"bad template {template}: {exc}") from exc
+    template_sha = describing.template_sha(template)
+    params = {"model": model, "base_url": base_url, "template": template, "template_sha256": template_sha,
+              "max_tokens": max_tokens, "temperature": temperature, "limit": limit, "dry_run": dry_run, **options}
+    with step_run(db_path, STEP, "describe", params) as (store, run):
+        settings = settings_from(options)
+        provider = OpenAIChat(model, describing.parse_answer, base_url=base_url, timeout=settings.timeout)
+        todo = describing.count_unlabelled(store)
+        todo = min(todo, limit) if limit else todo
+        with bar(todo, "describe", "prompt") as progress:
+            runner = CallRunner(store, run, provider, settings, price_table,
+                                describing.label_writer(run, model, template_sha), progress)
+            jobs = describing.jobs(store, loaded, model, max_tokens, temperature, limit)
+            if dry_run:
+                click.echo(runner.dry_run(jobs).line(), err=True)
+                return
+            runner.run_jobs(jobs)
+
+
 # --- Label Studio: ls-export, ls-import ---
 
 
