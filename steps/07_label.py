@@ -73,5 +73,49 @@ def describe(db_path, template, max_tokens, temperature, limit, model, base_url,
 # --- Label Studio: ls-export, ls-import ---
 
 
+@cli.command("ls-export")
+@db_option
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Labelling config whose controls the predictions fill [schema/labelstudio/image_review.xml].")
+@click.option("--document-root", type=click.Path(file_okay=False),
+              help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT; image paths are relative to it [the database folder].")
+@click.option("--url-prefix", help="Serve images from PREFIX + path under the document root instead of local files.")
+@click.option("--source", "source_id", type=int, help="Only images found in this source id.")
+def ls_export(db_path, out, config_path, document_root, url_prefix, source_id):
+    """Write Label Studio tasks for every kept image to OUT (JSON), with predictions pre-filled."""
+    import json
+    from pathlib import Path
+
+    from promptmill.cli import BadInput
+    from promptmill.labelstudio import DEFAULT_CONFIG, build_tasks, read_config
+
+    controls = read_config(config_path or DEFAULT_CONFIG)
+    params = {"config": str(config_path or DEFAULT_CONFIG), "document_root": document_root,
+              "url_prefix": url_prefix, "source": source_id}
+    with step_run(db_path, STEP, "ls-export", params) as (store, run):
+        root = Path(document_root) if document_root else store.path.parent
+        if not store.blobs.root.resolve().is_relative_to(root.resolve()):
+            raise BadInput(f"the image store {store.blobs.root} is not under --document-root {root}")
+        tasks = build_tasks(store, controls, root, url_prefix, source_id)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+        run.add("tasks exported", len(tasks))
+        run.add("tasks with predictions", sum("predictions" in task for task in tasks))
+
+
+@cli.command("ls-import")
+@db_option
+@click.argument("export", type=click.Path(exists=True, dir_okay=False))
+def ls_import(db_path, export):
+    """Read a Label Studio JSON export (or the flat CSV layout) into human captions, labels, scores, decisions."""
+    from pathlib import Path
+
+    from promptmill.labelstudio import import_answers
+
+    with step_run(db_path, STEP, "ls-import", {"export": export}) as (store, run):
+        import_answers(store, run, Path(export))
+
+
 if __name__ == "__main__":
     main(cli)
