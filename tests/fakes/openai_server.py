@@ -27,6 +27,16 @@ FAULTS = ("429", "500", "400", "401", "slow", "malformed", "refusal", "content_f
           "insufficient_quota")
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A client that hangs up (a killed labeller, a timeout) is normal here, not worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """A threaded HTTP server with fault rules and counters; subclasses answer the protocol."""
 
@@ -43,8 +53,7 @@ class LoopbackServer:
         self.max_in_flight = 0
         self.seen: list[dict] = []
         self.ids = itertools.count(1)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = QuietHTTPServer(("127.0.0.1", port), self._handler())
         self.thread: threading.Thread | None = None
 
     @property
