@@ -15,8 +15,10 @@ is blank), insufficient_quota.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
+import random
 import re
 import sys
 import threading
@@ -158,12 +160,22 @@ def describe_answer(text: str) -> str:
     return "a plain view of " + " ".join(text.split()[:4]).lower()
 
 
-def augment_answer(text: str, serial: int) -> str:
-    """A numbered list of new prompts; the count asked for is read from 'Write N new prompts'."""
+WORDS = ("amber", "basalt", "cedar", "dune", "ember", "fjord", "glacier", "harbor", "iris", "juniper", "kelp",
+         "lantern", "meadow", "nebula", "orchard", "prism", "quartz", "reef", "saffron", "tundra", "umber",
+         "velvet", "willow", "yarrow", "zephyr", "copper", "marble", "thistle", "cobalt", "lichen", "opal",
+         "heron", "badger", "falcon", "otter", "lynx", "walrus", "gecko", "ibis", "marten", "newt", "puffin")
+
+
+def augment_answer(text: str, as_json: bool = False) -> str:
+    """N new prompts, N read from 'Write N new prompts'; the same request always gets the same answer."""
     match = re.search(r"Write (\d+) new prompts", text)
     count = int(match.group(1)) if match else 3
-    return "\n".join(f"{i + 1}. a watercolor of creature number {serial}-{i} beside lake {serial * 7 + i}"
-                     for i in range(count))
+    rng = random.Random(hashlib.sha256(text.encode()).hexdigest())
+    prompts = [f"a {' '.join(rng.sample(WORDS, 3))} {rng.choice(WORDS)} standing by the {' '.join(rng.sample(WORDS, 3))}"
+               f", oil painting" for _ in range(count)]
+    if as_json:
+        return json.dumps({"prompts": prompts})
+    return "Here are the prompts:\n" + "\n".join(f"{i + 1}. {prompt}" for i, prompt in enumerate(prompts))
 
 
 class FakeOpenAI(LoopbackServer):
@@ -210,7 +222,7 @@ class FakeOpenAI(LoopbackServer):
         elif self.answer_text is not None:
             content = self.answer_text(text, serial)
         elif "Write" in text and "new prompts" in text:
-            content = augment_answer(text, serial)
+            content = augment_answer(text, as_json="response_format" in body)
         else:
             content = describe_answer(text)
         prompt_tokens = sum(len(json.dumps(m.get("content"))) // 4 + 4 for m in body.get("messages", []))
