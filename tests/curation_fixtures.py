@@ -79,3 +79,36 @@ def add_decision(store, run, item_type: str, item_id: int, stage: str, verdict: 
             "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, representative_id, "
             "value, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (item_type, item_id, stage, verdict, scope, rule, reason, representative_id, value, run.id)).lastrowid
+
+
+def add_library(store, run) -> dict:
+    """A small database with one of everything the lineage of an image can show."""
+    image_ids = add_images(store, run, ["set/fox.png", "set/owl.png"],
+                           prompts=["a red fox in the snow", "an owl at night"], sizes=[(64, 48), (40, 40)])
+    fox_prompt, owl_prompt = (store.scalar("SELECT prompt_id FROM image_origins WHERE image_id = ?", (i,))
+                              for i in image_ids)
+    with store.transaction() as conn:
+        twin = conn.execute(
+            "INSERT INTO prompts (source_id, position, text, norm_hash, run_id) "
+            "SELECT source_id, 99, 'A red fox in the snow.', norm_hash, ? FROM prompts WHERE id = ?",
+            (run.id, fox_prompt)).lastrowid
+        conn.execute(
+            "INSERT INTO generations (prompt_id, image_id, prompt_text, model, seed, steps, guidance, params_hash, "
+            "run_id) VALUES (?, ?, 'a red fox in the snow', 'tiny-sd', 42, 2, 7.5, 'h', ?)",
+            (fox_prompt, image_ids[0], run.id))
+    wd14 = add_caption(store, run, image_ids[0], "wd14", "fox, snow, outdoors, fox",
+                       tags=[("fox", 0.95), ("snow", 0.8), ("outdoors", 0.5)])
+    add_caption(store, run, image_ids[1], "wd14", "owl, night", tags=[("owl", 0.9), ("night", 0.6)])
+    call = add_api_call(store, run, "prompt", fox_prompt, cost=0.0021)
+    add_api_call(store, run, "prompt", owl_prompt, model="gpt-4o", cost=None, status="failed")
+    add_label(store, run, "description", "a fox", prompt_id=fox_prompt, api_call_id=call)
+    add_decision(store, run, "prompt", twin, "dedup", "drop", "exact", rule="exact", reason="same text",
+                 representative_id=fox_prompt)
+    add_decision(store, run, "prompt", owl_prompt, "clean", "drop", "default", rule="too_short",
+                 reason="fewer than 5 words")
+    add_decision(store, run, "image", image_ids[0], "split", "assign", "seed-1", rule="cluster", value="train")
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO scores (image_id, kind, value, model, natural_key, run_id) "
+                     "VALUES (?, 'clip', 0.31, 'tiny-clip', 'clip-test', ?)", (image_ids[0], run.id))
+    return {"images": image_ids, "prompts": [fox_prompt, owl_prompt], "twin": twin, "wd14": wd14,
+            "api_call": call}
