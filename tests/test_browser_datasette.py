@@ -1,0 +1,88 @@
+"""End to end: a real Datasette server and a real headless Chromium load the lineage page's thumbnail."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from curation_fixtures import add_library
+
+from promptmill import paths
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="needs /usr/bin/chromium and /usr/bin/chromedriver "
+                              "(apt-get install chromium chromium-driver)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(store, run):
+    ids = add_library(store, run)
+    store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datasette", "serve", str(store.path), "--host", "127.0.0.1", "--port", str(port),
+         "-m", str(paths.SCHEMA_DIR / "datasette.yml"),
+         "--plugins-dir", str(paths.ROOT / "lib" / "promptmill" / "datasette_plugins")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/-/versions.json", timeout=2).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"datasette did not start: {process.stderr.read().decode()[-500:]}")
+            time.sleep(0.2)
+    yield base, ids
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1024"):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), log_output=os.devnull)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_lineage_page_shows_the_image_thumbnail(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, ids = server
+    browser.get(f"{base}/promptmill/lineage?image_id={ids['images'][0]}")
+    image = browser.find_element(By.CSS_SELECTOR, "td.col-thumbnail img")
+    browser.execute_script("arguments[0].scrollIntoView();", image)
+    WebDriverWait(browser, 30).until(lambda _: browser.execute_script("return arguments[0].complete;", image))
+    assert browser.execute_script("return arguments[0].naturalWidth;", image) > 0
+    assert "/-/promptmill/thumb/" in image.get_attribute("src")
+    cells = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.col-what")]
+    assert cells[:4] == ["image", "found in imagefolder", "generation", "prompt"]
