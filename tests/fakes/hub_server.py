@@ -147,13 +147,13 @@ def _handler(hub: FakeHub):
         def do_create(self, body):
             payload = json.loads(body)
             repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
-            if repo_id in hub.repos:
-                self._reply(409, {"error": "You already created this dataset repo"})
+            repo_type = payload.get("type") or "model"
+            url = f"{hub.endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
+            if repo_id in hub.repos:  # the Hub names the existing repository in its 409
+                self._reply(409, {"error": f"You already created this {repo_type} repo", "url": url})
                 return
-            hub.repos[repo_id] = Repo(payload.get("type") or "model", payload.get("visibility") == "private"
-                                      or bool(payload.get("private")))
-            prefix = "" if hub.repos[repo_id].repo_type == "model" else f"{hub.repos[repo_id].repo_type}s/"
-            self._reply(200, {"url": f"{hub.endpoint}/{prefix}{repo_id}", "name": repo_id})
+            hub.repos[repo_id] = Repo(repo_type, payload.get("visibility") == "private" or bool(payload.get("private")))
+            self._reply(200, {"url": url, "name": repo_id})
 
         def do_validate_yaml(self, body):
             content = json.loads(body)["content"]

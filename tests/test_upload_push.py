@@ -1,0 +1,94 @@
+"""09_upload push against a loopback Hub (tests/fakes/hub_server.py) through huggingface_hub's real
+upload_folder: repo creation, preupload, the git-lfs batch API, NDJSON commits, retries on faults."""
+
+import json
+
+import pytest
+from upload_fixtures import build_release_db, sha256_tree
+
+from conftest import run_script
+from fakes.hub_server import FakeHub
+from promptmill.release import MARKER
+
+
+@pytest.fixture
+def hub():
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture
+def released(tmp_path, invoke, store):
+    build_release_db(store)
+    invoke("09_upload", "imagefolder", tmp_path / "if", "--release", "v1")
+    invoke("09_upload", "prompts", tmp_path / "prompts", "--release", "plist", "--no-card")
+    return tmp_path
+
+
+def push(db_path, hub, *args, token=None, xet=False, home=None):
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HOME": str(home or db_path.parent / "hf-home"), "HF_HUB_DISABLE_XET": "0" if xet else "1",
+           "HF_TOKEN": hub.token if token is None else token}
+    return run_script("09_upload", "push", "--db", db_path, *args, env=env)
+
+
+def test_push_uploads_the_release_through_lfs(released, db_path, store, hub):
+    hub.faults["preupload"] = [503]  # retried by huggingface_hub's backoff
+    result = push(db_path, hub, "me/foxes", "--release", "v1", "--private")
+    assert result.returncode == 0, result.stderr
+    repo = hub.repos["me/foxes"]
+    assert repo.repo_type == "dataset" and repo.private
+    folder = released / "if"
+    expected = {path: (folder / path).read_bytes() for path in sha256_tree(folder) if path != MARKER}
+    assert repo.files == expected
+    [commit] = repo.commits
+    release = store.query("SELECT * FROM releases WHERE name = 'v1'")[0]
+    assert commit["summary"] == f"Release v1 (imagefolder, manifest {release['manifest_sha256'][:12]})"
+    assert set(commit["lfs"]) == {p for p in expected if p.endswith((".png", ".jpg", ".gif"))}
+    called = hub.endpoints_called()
+    assert called.count("preupload") == 2 and called.count("commit") == 1
+    assert {"create", "lfs_batch", "lfs_upload", "lfs_verify"} <= set(called)
+    pushed = store.query("SELECT * FROM release_pushes")[0]
+    assert (pushed["repo_id"], pushed["commit_oid"], pushed["files"]) == ("me/foxes", commit["oid"], len(expected))
+    assert hub.token.encode() not in db_path.read_bytes()
+    assert all(hub.token not in row["argv"] + row["params"] for row in store.query("SELECT argv, params FROM runs"))
+
+    # Pushing again sends no file: every one is already there unchanged.
+    uploads = called.count("lfs_upload")
+    again = push(db_path, hub, "me/foxes", "--release", "v1")
+    assert again.returncode == 0, again.stderr
+    assert len(repo.commits) == 1 and hub.endpoints_called().count("lfs_upload") == uploads
+
+
+def test_push_of_a_text_release_with_the_default_transport(released, db_path, store, hub):
+    result = push(db_path, hub, "me/prompts", "--release", "plist", xet=True)
+    assert result.returncode == 0, result.stderr
+    repo = hub.repos["me/prompts"]
+    assert repo.files["prompts.txt"] == (released / "prompts/prompts.txt").read_bytes()
+    assert set(repo.files) == {"prompts.txt"} and repo.commits[0]["summary"].startswith("Release plist (prompts")
+
+
+def test_dry_run_lists_files_and_sends_nothing(released, db_path, hub):
+    result = push(db_path, hub, "me/foxes", "--release", "v1", "--dry-run", token="")
+    assert result.returncode == 0, result.stderr
+    listed = [line.split()[-1] for line in result.stdout.splitlines()]
+    assert listed == sorted(p for p in sha256_tree(released / "if") if p != MARKER)
+    assert hub.requests == []
+
+
+def test_push_refuses_without_token_or_with_a_changed_folder(released, db_path, hub):
+    result = push(db_path, hub, "me/foxes", "--release", "v1", token="")
+    assert result.returncode == 2 and "HF_TOKEN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    (released / "if" / "train" / "metadata.jsonl").write_text("{}\n")
+    result = push(db_path, hub, "me/foxes", "--release", "v1")
+    assert result.returncode == 2 and "changed: train/metadata.jsonl" in result.stderr
+    assert hub.requests == []
+
+
+def test_push_with_a_wrong_token_fails_in_one_line(released, db_path, store, hub):
+    result = push(db_path, hub, "me/foxes", "--release", "v1", token="hf_wrongtoken12345")
+    assert result.returncode == 1 and "push to me/foxes failed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    run = store.query("SELECT status, error FROM runs WHERE command = 'push'")[0]
+    assert run["status"] == "failed" and "wrongtoken" not in json.dumps(run)
