@@ -1,0 +1,122 @@
+import io
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import load_step, seed_lines
+from promptmill.collect import Collector, SourceInfo
+from promptmill.state import split_of
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def near_copies(lines):
+    return [line.upper() for line in lines[::3]] + [line + ", trending on artstation" for line in lines[1::7]]
+
+
+def representative_of(store):
+    return {r["item_id"]: r["representative_id"] for r in store.query(
+        "SELECT item_id, representative_id FROM decisions WHERE stage = 'dedup' AND item_type = 'prompt'")}
+
+
+def test_clusters_never_straddle_splits_and_report_finds_no_leak(tmp_path, invoke, store):
+    lines = seed_lines("prompts_filtered_4.0.txt", 600)
+    invoke("01_collect", "text", write_lines(tmp_path / "a.txt", lines), write_lines(tmp_path / "b.txt",
+                                                                                     near_copies(lines)))
+    invoke("03_dedup", "prompts", "--k", "6")
+    invoke("08_split", "assign", "--validation", "0.3", "--test", "0.1", "--seed", "7")
+    splits = split_of(store, "prompt")
+    assert len(splits) == store.count("prompts")
+    assert set(splits.values()) == {"train", "validation", "test"}
+    representatives = representative_of(store)
+    assert len(representatives) > 200
+    assert all(splits[item] == splits[rep] for item, rep in representatives.items())
+    report = invoke("08_split", "report").output
+    assert "leakage (exact, simhash): 0 cross-split pair(s)" in report
+    assert "validation" in report and "a.txt" in report
+    again = invoke("08_split", "assign", "--validation", "0.3", "--test", "0.1", "--seed", "7")
+    assert "prompts assigned 0" in again.output
+
+
+def test_report_lists_pairs_that_cross_splits(tmp_path, invoke, store):
+    lines = seed_lines("prompts_filtered_4.0.txt", 300)
+    invoke("01_collect", "text", write_lines(tmp_path / "a.txt", lines + [line.upper() for line in lines]))
+    invoke("08_split", "assign", "--validation", "0.5")    # no dedup: copies are their own clusters
+    report = invoke("08_split", "report", "--method", "exact").output
+    leaks = int(report.split("leakage (exact): ")[1].split()[0])
+    assert 100 < leaks < 200
+
+
+def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):
+    lines = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 2000)
+    old, new = lines[:1800], lines[1800:] + near_copies(lines[:60])
+    first, second = write_lines(tmp_path / "old.txt", old), write_lines(tmp_path / "new.txt", new)
+    invoke("01_collect", "text", first)
+    invoke("03_dedup", "prompts")
+    invoke("08_split", "assign", "--validation", "0.2", "--seed", "3")
+    before = split_of(store, "prompt")
+    invoke("01_collect", "text", second)
+    invoke("03_dedup", "prompts")
+    invoke("08_split", "assign", "--validation", "0.2", "--seed", "3")
+    after = split_of(store, "prompt")
+    assert {k: after[k] for k in before} == before
+    assert len(after) == len(before) + len(new)
+    representatives = representative_of(store)
+    assert all(after[item] == after[rep] for item, rep in representatives.items())
+    # The same data assigned in one go gives the same splits: a function of cluster and seed.
+    fresh = tmp_path / "fresh" / "p.db"
+    invoke("01_collect", "text", first, second, db=fresh)
+    invoke("03_dedup", "prompts", db=fresh)
+    invoke("08_split", "assign", "--validation", "0.2", "--seed", "3", db=fresh)
+    from promptmill.store import open_store
+
+    other = open_store(fresh)
+    assert split_of(other, "prompt") == after
+    other.close()
+
+
+def test_stratify_holds_out_each_sources_share(tmp_path, invoke, store):
+    lines = seed_lines("openprompts_dedup_085_075_diff_pprc_085wt_075wv.txt", 1000)
+    files = [write_lines(tmp_path / f"{i}.txt", lines[i * 250:(i + 1) * 250 - i * 60]) for i in range(4)]
+    invoke("01_collect", "text", *files)
+    invoke("08_split", "assign", "--validation", "0.1", "--stratify", "source")
+    rows = store.query("SELECT p.source_id, d.value, count(*) AS n FROM decisions d JOIN prompts p "
+                       "ON p.id = d.item_id WHERE d.stage = 'split' GROUP BY 1, 2")
+    for source_id in {r["source_id"] for r in rows}:
+        total = sum(r["n"] for r in rows if r["source_id"] == source_id)
+        held = sum(r["n"] for r in rows if r["source_id"] == source_id and r["value"] == "validation")
+        assert held == round(0.1 * total)
+
+
+def test_images_follow_their_prompt_or_their_cluster(tmp_path, store, run, invoke, db_path):
+    rng = np.random.default_rng(1)
+
+    def png(seed_image):
+        buffer = io.BytesIO()
+        seed_image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    pictures = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((64, 64))
+                for _ in range(30)]
+    collector = Collector(store, run, SourceInfo("test", "images", "sha"))
+    for i, picture in enumerate(pictures[:20]):
+        collector.add_image(i, png(picture), f"{i}.png", prompt=f"prompt number {i} of a red fox")
+    for i, picture in enumerate(pictures[20:]):
+        collector.add_image(100 + i, png(picture), f"plain{i}.png")
+    collector.add_image(200, png(pictures[25].resize((48, 48))), "copy.png")
+    collector.finish(31)
+    cli = load_step("03_dedup").cli
+    assert CliRunner().invoke(cli, ["images", "--db", str(db_path)]).exit_code == 0
+    invoke("08_split", "assign", "--validation", "0.5", "--seed", "2")
+    prompt_splits, image_splits = split_of(store, "prompt"), split_of(store, "image")
+    origins = store.query("SELECT image_id, prompt_id FROM image_origins WHERE prompt_id IS NOT NULL")
+    assert len(origins) == 20
+    assert all(image_splits[o["image_id"]] == prompt_splits[o["prompt_id"]] for o in origins)
+    copy = store.scalar("SELECT image_id FROM image_origins WHERE locator = 'copy.png'")
+    original = store.scalar("SELECT image_id FROM image_origins WHERE locator = 'plain5.png'")
+    assert image_splits[copy] == image_splits[original]
+    assert len(image_splits) == 31
