@@ -1,0 +1,28 @@
+import importlib.util
+
+import pytest
+
+from conftest import ROOT
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_dedup_quality_quick_reports_recall_and_precision(capsys):
+    result = load("dedup_quality").main(["--quick"])
+    assert result["name"] == "dedup_quality" and result["ratio"] > 0
+    table = capsys.readouterr().out
+    assert "| default: exact + simhash word k=3 |" in table and "| simhash char4 k=3 |" in table
+
+
+@pytest.mark.slow
+def test_dedup_speed_quick_checks_fingerprints_and_runs_the_step(capsys):
+    rows = load("dedup_speed").main(["--quick"])
+    assert [r["name"] for r in rows] == ["dedup_speed fingerprints", "dedup_speed step"]
+    assert all(r["ratio"] > 0 for r in rows)
+    assert "exact dropped" in capsys.readouterr().out
