@@ -185,7 +185,8 @@ def render_card(store: Store, info: CardInfo) -> dict[str, bytes]:
                  PLACEHOLDERS, ""]
     runs = builder_runs(store, info)
     body += ["## How it was built", "",
-             "Export parameters: `" + json.dumps(info.params, sort_keys=True, default=str) + "`", "",
+             "Export parameters: `" + json.dumps({k: v for k, v in info.params.items() if k != "out"},
+                                                 sort_keys=True, default=str) + "`", "",
              _table(["run", "step", "command", "code version", "day", "status"],
                     [[r["id"], r["step"], r["command"] or "", r["code_version"] or "", r["day"], r["status"]]
                      for r in runs]), ""]
