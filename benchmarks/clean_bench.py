@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""02_clean prompts throughput: the kaggle-i2p preset end to end (read, judge, write decisions).
+
+Baseline, in the same process on a copy of the same database: the same preset
+without its ``requires`` speed hints, so every regex runs on every prompt.
+Prompts are the seed prompts repeated to 1,000,000 (``--quick``: 20,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from promptmill import clean_prompts as cp  # noqa: E402
+from promptmill.collect import Collector, SourceInfo  # noqa: E402
+from promptmill.runs import start_run  # noqa: E402
+from promptmill.store import open_store  # noqa: E402
+
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-prompts"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "prompts"
+
+
+def seed_prompts() -> list[str]:
+    folder = SEEDS if SEEDS.is_dir() else EXAMPLES
+    return [line.strip() for path in sorted(folder.glob("*.txt"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_db(path: Path, n: int):
+    lines = seed_prompts()
+    store = open_store(path)
+    with start_run(store, "bench", "collect", {}, argv=["bench"]) as run:
+        collector = Collector(store, run, SourceInfo(kind="text", uri="bench", sha256="b" * 64))
+        for position in range(n):
+            collector.add_prompt(position, lines[position % len(lines)])
+        collector.finish(n)
+    store.close()
+
+
+def timed_clean(path: Path, preset: cp.Preset) -> float:
+    store = open_store(path)
+    started = time.perf_counter()
+    with start_run(store, "bench", "clean", {}, argv=["bench"]) as run:
+        cp.clean_prompts(store, run, preset)
+    seconds = time.perf_counter() - started
+    store.close()
+    return seconds
+
+
+def without_hints(preset_name: str) -> cp.Preset:
+    spec = cp.tomllib.loads(cp.preset_path(preset_name).read_text())
+    for rule in spec["rules"]:
+        rule.pop("requires", None)
+    return cp.build_preset(spec, "nohints0")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("-n", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = args.n or (20_000 if args.quick else 1_000_000)
+    os.environ.setdefault("PROMPTMILL_PROGRESS", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        build_db(db, n)
+        baseline_db = Path(tmp) / "baseline.db"
+        with sqlite3.connect(db) as src, sqlite3.connect(baseline_db) as dst:
+            src.backup(dst)
+        seconds = timed_clean(db, cp.load_preset("kaggle-i2p"))
+        baseline_seconds = timed_clean(baseline_db, without_hints("kaggle-i2p"))
+    result = {
+        "name": "clean_prompts kaggle-i2p",
+        "figure": f"{n / seconds:,.0f} prompts/s ({n:,} in {seconds:.1f} s)",
+        "baseline": f"{n / baseline_seconds:,.0f} prompts/s without speed hints",
+        "ratio": round(baseline_seconds / seconds, 2),
+        "target": ">= 1.2",
+    }
+    print(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
