@@ -78,7 +78,7 @@ class Reply:
 @dataclass
 class Job:
     """One request for one item. `request` is what the ledger stores and keys on (no secrets, images
-    as their sha256); `payload` is anything else the provider needs to send it (image bytes)."""
+    as their sha256); `payload`, when given, builds what is really sent (reading image bytes only then)."""
 
     request: dict
     item: str

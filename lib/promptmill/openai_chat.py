@@ -68,7 +68,7 @@ class OpenAIChat:
     async def send(self, job: Job) -> Reply:
         import openai
 
-        body = job.payload if job.payload is not None else job.request
+        body = job.payload() if callable(job.payload) else job.request
         try:
             raw = await self.client.chat.completions.with_raw_response.create(**body)
         except openai.APIStatusError as exc:

@@ -131,7 +131,7 @@ class LoopbackServer:
                     server.requests += 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                    server.seen.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    server.seen.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
                 try:
                     fault = server._pick_fault(server.request_text(body))
                     if server.latency:
