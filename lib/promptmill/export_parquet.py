@@ -55,10 +55,22 @@ def shard_name(split: str, index: int, total: int) -> str:
     return f"data/{split}-{index:05d}-of-{total:05d}.parquet"
 
 
+def _row_group(store: Store, items: list[dict], names: list[str], group: list[int], schema):
+    """One row group, built column by column (PNG/JPEG bytes are already compressed: snappy only)."""
+    import pyarrow as pa
+
+    rows = [metadata_row(items[index], index + 1) for index in group]
+    image = pa.StructArray.from_arrays(
+        [pa.array([store.blobs.path_for(items[i]["sha256"], items[i]["ext"]).read_bytes() for i in group], pa.binary()),
+         pa.array([f"{names[i]}.{items[i]['ext']}" for i in group], pa.string())],
+        fields=list(schema.field("image").type))
+    columns = [image] + [pa.array([row[field.name] for row in rows], field.type) for field in list(schema)[1:]]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def write_parquet(store: Store, folder: ExportFolder, items: list[dict],
                   max_shard_bytes: int = MAX_SHARD_BYTES) -> list[dict]:
     """Write every split's shards; return the release items."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema()
@@ -70,17 +82,15 @@ def write_parquet(store: Store, folder: ExportFolder, items: list[dict],
                                     key=lambda kv: split_sort_key(kv[0])):
             for shard_index, indexes in enumerate(shards):
                 relative = shard_name(split, shard_index, len(shards))
-                with pq.ParquetWriter(folder.path(relative), schema, compression="zstd") as writer:
+                with pq.ParquetWriter(folder.path(relative), schema, compression="snappy") as writer:
                     for start in range(0, len(indexes), ROWS_PER_GROUP):
-                        rows = []
-                        for index in indexes[start:start + ROWS_PER_GROUP]:
+                        group = indexes[start:start + ROWS_PER_GROUP]
+                        writer.write_table(_row_group(store, items, names, group, schema),
+                                           row_group_size=ROWS_PER_GROUP)
+                        for index in group:
                             item = items[index]
-                            name = f"{names[index]}.{item['ext']}"
-                            data = store.blobs.path_for(item["sha256"], item["ext"]).read_bytes()
-                            rows.append({"image": {"bytes": data, "path": name}, **metadata_row(item, index + 1)})
                             released.append({"item_type": "image", "item_id": item["image_id"], "split": split,
-                                             "file_name": f"{relative}#{name}", "sha256": item["sha256"],
-                                             "text": item["text"]})
-                        writer.write_table(pa.Table.from_pylist(rows, schema=schema), row_group_size=ROWS_PER_GROUP)
-                        progress.update(len(rows))
+                                             "file_name": f"{relative}#{names[index]}.{item['ext']}",
+                                             "sha256": item["sha256"], "text": item["text"]})
+                        progress.update(len(group))
     return released
