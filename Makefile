@@ -28,7 +28,8 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 browse: install
-	$(VENV)/bin/datasette serve --host 127.0.0.1 -i $${PROMPTMILL_DB:-db/promptmill.db} -m schema/datasette.yml
+	$(VENV)/bin/datasette serve $${PROMPTMILL_DB:-db/promptmill.db} --host 127.0.0.1 -m schema/datasette.yml \
+		--plugins-dir lib/promptmill/datasette_plugins
 
 clean:
 	rm -rf $(VENV) out
