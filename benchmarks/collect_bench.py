@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Rows per second of `01_collect text` against a plain sqlite3.executemany of the same raw rows.
+
+The file is built from the real prompts in examples/prompts plus variants (suffixes,
+case, extra spaces, some non-ASCII), so normalisation does real work. Our figure
+covers everything `text` does (hash the file, read, decode, normalise, hash each
+line, insert into `prompts` with its unique index, record the run and source);
+the baseline only inserts the already-split (source_id, position, text) rows into
+an unindexed table in a fresh database in this same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from promptmill import paths
+
+SUFFIXES = [", trending on artstation", ", 4k", ", highly detailed", ", octane render", " — café au lait",
+            ", by greg rutkowski", "  ,  cinematic lighting", ", ﬁne art"]
+
+
+def build_lines(count: int, seed: int = 7) -> list[str]:
+    base = []
+    for file in sorted((paths.EXAMPLES_DIR / "prompts").glob("*.txt")):
+        base += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        prompt, roll = rng.choice(base), rng.random()
+        if roll < 0.3:
+            prompt += rng.choice(SUFFIXES)
+        elif roll < 0.4:
+            prompt = prompt.upper()
+        elif roll < 0.45:
+            prompt = "  " + prompt.replace(" ", "  ") + " ."
+        lines.append(prompt)
+    return lines
+
+
+def collect_seconds(path: Path, db_path: Path, worker: bool | None) -> tuple[float, int]:
+    from promptmill.collect import Collector
+    from promptmill.runs import start_run
+    from promptmill.sources import textfile
+    from promptmill.store import open_store
+
+    started = time.perf_counter()
+    store = open_store(db_path)
+    with start_run(store, "01_collect", "text", {"files": [str(path)]}, argv=["bench"]) as run:
+        collector = Collector(store, run, textfile.source_info(path))
+        collector.finish(textfile.collect_lines(collector, path, worker=worker))
+    seconds = time.perf_counter() - started
+    rows = store.count("prompts")
+    store.close()
+    return seconds, rows
+
+
+def baseline_seconds(lines: list[str], db_path: Path) -> float:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("CREATE TABLE raw (source_id INTEGER, position INTEGER, text TEXT)")
+    started = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO raw VALUES (?, ?, ?)", ((1, i, t) for i, t in enumerate(lines, 1)))
+    conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="Best of N for both sides, interleaved (a shared machine is noisy)")
+    parser.add_argument("--worker", choices=["auto", "on", "off"], default="auto",
+                        help="Parse in a worker process (auto: for files over a few blocks)")
+    parser.add_argument("--quick", action="store_true", help="50,000 lines once: a smoke test of a few seconds")
+    args = parser.parse_args(argv)
+    count, repeat = (50_000, 1) if args.quick else (args.lines, args.repeat)
+    worker = {"auto": None, "on": True, "off": False}[args.worker]
+    lines = build_lines(count)
+    ours = base = float("inf")
+    with tempfile.TemporaryDirectory(prefix="collect-bench-") as tmp:
+        tmp = Path(tmp)
+        path = tmp / "prompts.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for attempt in range(repeat):
+            seconds, rows = collect_seconds(path, tmp / f"db{attempt}" / "promptmill.db", worker)
+            assert rows == count, (rows, count)
+            ours = min(ours, seconds)
+            base = min(base, baseline_seconds(lines, tmp / f"baseline{attempt}.db"))
+    result = {
+        "name": "01_collect text",
+        "figure": f"{count / ours:,.0f} rows/s ({count:,} lines in {ours:.2f} s)",
+        "baseline": f"{count / base:,.0f} rows/s (plain executemany, {base:.2f} s)",
+        "ratio": round(base / ours, 2),
+        "target": ">= 0.5",
+    }
+    for key, value in result.items():
+        print(f"{key:>9}: {value}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
