@@ -33,6 +33,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
     """A client that hangs up (a killed labeller, a timeout) is normal here, not worth a traceback."""
 
     daemon_threads = True
+    request_queue_size = 256  # many clients connect at once; a short backlog drops their SYNs for a second
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
