@@ -306,3 +306,18 @@ def test_check_reports_what_the_viewer_rejects(tmp_path):
         assert expected in text, expected
     result = run_script("09_upload", "check", out)
     assert result.returncode == 1 and "is absolute" in result.stdout
+
+
+def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monkeypatch):
+    from promptmill import export_imagefolder
+    from promptmill.release import image_items, run_export
+
+    monkeypatch.setattr(export_imagefolder, "IMAGES_PER_FOLDER", 4)
+    out = tmp_path / "big"
+    items = image_items(store)
+    run_export(store, run, out, "big", "imagefolder", {},
+               lambda folder: export_imagefolder.write_imagefolder(store, folder, items))
+    names = [row["file_name"] for row in jsonl(out / "train" / "metadata.jsonl")]
+    assert [name.split("/")[0] for name in names] == ["000"] * 4 + ["001"] * 4 + ["002"] * (len(names) - 8)
+    assert all("/" not in row["file_name"] for row in jsonl(out / "validation" / "metadata.jsonl"))
+    assert check_folder(out)[0] == []
