@@ -82,8 +82,9 @@ def _summarise(run, result):
 @click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
               show_default=True, help="Which member of a cluster stays.")
 @click.option("--source-priority", help="Source ids, best first, for --keep source-priority.")
-@click.option("--features", type=click.Choice(["word", "word2", "char4"]), default="word", show_default=True,
-              help="Simhash features: words, word pairs, or the simhash package's 4-character shingles.")
+@click.option("--features", type=click.Choice(["wordset", "word", "word2", "char4"]), default="wordset", show_default=True,
+              help="Simhash features: distinct words, all words, word pairs, or the simhash package's "
+                   "4-character shingles.")
 @click.option("--k", "k", type=click.IntRange(0, 16), default=3, show_default=True,
               help="Simhash: largest Hamming distance that counts as a near-duplicate.")
 @click.option("--model", help="Semantic: a sentence-transformers model folder (default: bundled all-MiniLM-L6-v2).")

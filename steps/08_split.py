@@ -45,7 +45,7 @@ def assign(db_path, validation, test, seed, stratify):
 @click.option("--scope", help="Which assignment to check (default: the latest split of each item).")
 @click.option("--method", "method_list", default="exact,simhash", show_default=True,
               help="Leakage check: any of exact, simhash, semantic.")
-@click.option("--features", type=click.Choice(["word", "word2", "char4"]), default="word", show_default=True)
+@click.option("--features", type=click.Choice(["wordset", "word", "word2", "char4"]), default="wordset", show_default=True)
 @click.option("--k", "k", type=click.IntRange(0, 16), default=3, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.75, show_default=True,
               help="Semantic: cosine similarity that counts as leakage across splits.")

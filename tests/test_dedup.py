@@ -26,7 +26,7 @@ def dedup_drops(store, scope_like="%"):
         "AND scope LIKE ?", (scope_like,))}
 
 
-@pytest.mark.parametrize("features", ["word", "word2", "char4"])
+@pytest.mark.parametrize("features", ["word", "wordset", "word2", "char4"])
 def test_fingerprints_equal_the_simhash_package(features):
     lines = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 2500) + seed_lines("prompts_filtered_4.0.txt", 500)
     lines += ["", "!!!", "__init__ ÉCOLE ﬁne", "a", "ΣΊΣΥΦΟΣ ς", "一只猫 在 屋顶", "x\x00y"]

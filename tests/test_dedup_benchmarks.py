@@ -17,7 +17,7 @@ def test_dedup_quality_quick_reports_recall_and_precision(capsys):
     result = load("dedup_quality").main(["--quick"])
     assert result["name"] == "dedup_quality" and result["ratio"] > 0
     table = capsys.readouterr().out
-    assert "| default: exact + simhash word k=3 |" in table and "| simhash char4 k=3 |" in table
+    assert "| default: exact + simhash wordset k=3 |" in table and "| simhash char4 k=3 |" in table
 
 
 @pytest.mark.slow

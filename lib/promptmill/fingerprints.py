@@ -1,10 +1,10 @@
 """64-bit simhash fingerprints, bit-identical to the `simhash` package, computed in bulk.
 
-The package hashes every feature with md5 and votes bit by bit in Python, one
-text at a time. Here each distinct feature of the whole batch is hashed once,
-the per-feature bits are gathered with numpy and summed per text with one
-``np.add.reduceat``; the vote is the package's (bit set when more than half of
-the feature weight has it). Near pairs come from a block index: with ``k + 1``
+The package hashes every feature with md5 and votes bit by bit, one text at a
+time. Here each distinct feature of a batch is hashed once (and kept in a
+cache), word features come from one regex pass over the joined batch, and the
+bits are summed per text with one sparse matrix product; the vote is the
+package's (a bit is set when more than half of the features have it). Near pairs come from a block index: with ``k + 1``
 blocks at least one block of two fingerprints within Hamming distance ``k`` is
 identical (pigeonhole), so only texts sharing a block value are compared.
 """
@@ -39,6 +39,11 @@ def word_features(text: str) -> list[str]:
     return WORD.findall(fold(text))
 
 
+def wordset_features(text: str) -> list[str]:
+    """Each distinct word once, so repeated filler words ("a", "of") do not outvote the rest."""
+    return list(dict.fromkeys(word_features(text)))
+
+
 def word2_features(text: str) -> list[str]:
     """Adjacent word pairs (a lone word stands for itself): also sensitive to word order."""
     words = word_features(text)
@@ -56,6 +61,7 @@ def char4_features(text: str) -> list[str]:
 
 FEATURES: dict[str, Callable[[str], list[str]]] = {
     "word": word_features,
+    "wordset": wordset_features,
     "word2": word2_features,
     "char4": char4_features,
 }
@@ -134,6 +140,14 @@ def _word_chunk(texts: Sequence[str], cache: FeatureHashes) -> np.ndarray:
     return vote(rows, np.bincount(text_of, minlength=len(texts)), cache)
 
 
+def _wordset_chunk(texts: Sequence[str], cache: FeatureHashes) -> np.ndarray:
+    vocabulary, ids, text_of = _word_stream(texts)
+    keys = np.unique(text_of * len(vocabulary) + ids)
+    text_of, ids = keys // len(vocabulary), keys % len(vocabulary)
+    rows = cache.rows(vocabulary)[ids]
+    return vote(rows, np.bincount(text_of, minlength=len(texts)), cache)
+
+
 def _word2_chunk(texts: Sequence[str], cache: FeatureHashes) -> np.ndarray:
     vocabulary, ids, text_of = _word_stream(texts)
     size = len(vocabulary) + 1
@@ -153,7 +167,7 @@ def _word2_chunk(texts: Sequence[str], cache: FeatureHashes) -> np.ndarray:
     return vote(rows, np.bincount(owners, minlength=len(texts)), cache)
 
 
-_FAST = {"word": _word_chunk, "word2": _word2_chunk}
+_FAST = {"word": _word_chunk, "wordset": _wordset_chunk, "word2": _word2_chunk}
 
 
 def fingerprints(texts: Sequence[str], features: str = "word", cache: FeatureHashes | None = None) -> np.ndarray:

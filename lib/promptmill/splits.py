@@ -187,7 +187,7 @@ def counts(store: Store, scope: str | None) -> list[dict]:
         ORDER BY 1, 2, 3""", {"scope": scope})
 
 
-def leakage(store: Store, scope: str | None, methods: list[str], features: str = "word", k: int = 3,
+def leakage(store: Store, scope: str | None, methods: list[str], features: str = "wordset", k: int = 3,
             threshold: float = 0.75, model: str | None = None) -> list[dict]:
     """Near-duplicate pairs of kept prompts that sit in different splits."""
     from promptmill import dedup
