@@ -44,14 +44,15 @@ def build_db(path: Path, n: int):
     store.close()
 
 
-def timed_clean(path: Path, preset: cp.Preset) -> float:
+def timed_clean(path: Path, preset: cp.Preset) -> tuple[float, float]:
+    """Wall and CPU seconds; CPU time is the fair figure on a machine shared with other jobs."""
     store = open_store(path)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with start_run(store, "bench", "clean", {}, argv=["bench"]) as run:
         cp.clean_prompts(store, run, preset)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     store.close()
-    return seconds
+    return seconds, cpu_seconds
 
 
 def without_hints(preset_name: str) -> cp.Preset:
@@ -74,13 +75,13 @@ def main(argv=None) -> dict:
         baseline_db = Path(tmp) / "baseline.db"
         with sqlite3.connect(db) as src, sqlite3.connect(baseline_db) as dst:
             src.backup(dst)
-        seconds = timed_clean(db, cp.load_preset("kaggle-i2p"))
-        baseline_seconds = timed_clean(baseline_db, without_hints("kaggle-i2p"))
+        seconds, cpu = timed_clean(db, cp.load_preset("kaggle-i2p"))
+        _, baseline_cpu = timed_clean(baseline_db, without_hints("kaggle-i2p"))
     result = {
         "name": "clean_prompts kaggle-i2p",
-        "figure": f"{n / seconds:,.0f} prompts/s ({n:,} in {seconds:.1f} s)",
-        "baseline": f"{n / baseline_seconds:,.0f} prompts/s without speed hints",
-        "ratio": round(baseline_seconds / seconds, 2),
+        "figure": f"{n / cpu:,.0f} prompts per CPU-second ({n:,} in {cpu:.1f} s CPU, {seconds:.1f} s wall)",
+        "baseline": f"{n / baseline_cpu:,.0f} prompts/s without speed hints",
+        "ratio": round(baseline_cpu / cpu, 2),
         "target": ">= 1.2",
     }
     print(result)
