@@ -196,14 +196,26 @@ class ImageMatcher:
         return None
 
 
-def read_ls_json(path: Path, run: Run) -> list[Answer]:
-    """Answers from a Label Studio JSON export; cancelled annotations are skipped and counted."""
+def read_ls_json(path: Path, run: Run, collector: Collector) -> list[Answer]:
+    """Answers from a Label Studio JSON export; cancelled annotations are skipped and counted,
+    tasks and annotations that are not objects are recorded as item errors."""
     tasks = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(tasks, dict):
         tasks = [tasks]
+    if not isinstance(tasks, list):
+        from promptmill.cli import BadInput
+
+        raise BadInput(f"{path}: not a Label Studio export (a {type(tasks).__name__}, not a list of tasks)")
     answers = []
     for position, task in enumerate(tasks):
-        for annotation in task.get("annotations") or []:
+        if not isinstance(task, dict):
+            collector.add_error(position, "malformed task", f"a {type(task).__name__}, not an object")
+            continue
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            collector.add_error(position, "malformed task", "annotations is not a list of objects")
+            continue
+        for annotation in annotations:
             if annotation.get("was_cancelled"):
                 run.add("cancelled annotations ignored")
                 continue
@@ -217,6 +229,9 @@ def read_ls_json(path: Path, run: Run) -> list[Answer]:
             answer = Answer(position, f"ls:{annotation.get('id')}:{annotation.get('updated_at') or ''}",
                             meta=meta, data=task.get("data") or {})
             for item in annotation.get("result") or []:
+                if not isinstance(item, dict) or not isinstance(item.get("value") or {}, dict):
+                    run.add("malformed results skipped")
+                    continue
                 kind, value = item.get("type"), item.get("value") or {}
                 values = value.get(kind) if kind in ("choices", "labels", "taxonomy") else (
                     value.get("text") if kind == "textarea" else [value.get(kind)])
@@ -263,7 +278,7 @@ def import_answers(store: Store, run: Run, path: Path) -> None:
         run.add("sources already imported")
         return
     try:
-        answers = read_flat_csv(path) if is_csv else read_ls_json(path, run)
+        answers = read_flat_csv(path) if is_csv else read_ls_json(path, run, collector)
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
         from promptmill.cli import BadInput
 

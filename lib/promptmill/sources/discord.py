@@ -40,7 +40,7 @@ class MalformedExport(ValueError):
     """The JSON stops making sense at some message."""
 
 
-def iter_json_export(fh) -> tuple[dict, Iterator[dict]]:
+def iter_json_export(fh) -> tuple[dict, Iterator]:
     """(header with guild/channel, iterator of message objects) of a JSON export, streamed."""
     decoder = json.JSONDecoder()
     buffer = ""
@@ -78,9 +78,7 @@ def iter_json_export(fh) -> tuple[dict, Iterator[dict]]:
                 text, index = text[index:] + chunk, 0
                 continue
             index = end
-            if not isinstance(message, dict):
-                raise MalformedExport("a message is not a JSON object")
-            yield message
+            yield message  # add_message records a non-object as a malformed message
 
     return header, messages()
 
@@ -177,7 +175,23 @@ def collect_export(collector: Collector, path: Path, fmt: str) -> int:
     return position
 
 
+def malformed(message) -> str | None:
+    """Why a message can't be read, or None: exports edited by hand or by other tools drift."""
+    if not isinstance(message, dict):
+        return f"message is a {type(message).__name__}, not an object"
+    if not isinstance(message.get("content") or "", str):
+        return f"content is a {type(message['content']).__name__}, not text"
+    for key, kind in (("author", dict), ("attachments", list), ("mentions", list)):
+        if message.get(key) is not None and not isinstance(message[key], kind):
+            return f"{key} is a {type(message[key]).__name__}, not a {kind.__name__}"
+    return None
+
+
 def add_message(collector: Collector, position: int, message: dict, fmt: str, channel: dict, guild):
+    if problem := malformed(message):
+        locator = str(message.get("id")) if isinstance(message, dict) and message.get("id") is not None else None
+        collector.add_error(position, "malformed message", problem, locator)
+        return
     locator = str(message["id"]) if message.get("id") is not None else None
     found = prompt_of(message, fmt)
     if found is None:
