@@ -41,6 +41,28 @@ def test_char4_equals_the_package_on_raw_text():
     assert [int(v) for v in ours] == [Simhash(fingerprints.fold(line)).value for line in lines]
 
 
+# Edges of the batch tokeniser: blanks at either end, short and empty contents, repeated texts,
+# non-ASCII texts between ASCII ones, control and non-ASCII space characters, letters beyond
+# 16 bits (CJK extension B, mathematical letters that NFKC folds to ASCII).
+EDGE_TEXTS = ["", " ", "  a  ", "ab", "abc", "abcd", "abcde", "a b c d", "Repeat me", "A\tB\nC", "x\x1cy\x01z",
+              "\u00a0nb\u2003sp", "𝔘𝔫𝔦 𝒸𝑜𝒹𝑒", "𠀀𠀁 𠀂x", "😀 smile 😀", "İstanbul ß ﬁ", "_", "repeat ME!", "Repeat me",
+              "a" * 70_000 + " b"]
+
+
+@pytest.mark.parametrize("features", ["word", "wordset", "word2", "char4"])
+def test_fingerprints_equal_the_package_on_edge_texts(features):
+    tokenize = fingerprints.FEATURES[features]
+    ours = fingerprints.fingerprints(EDGE_TEXTS, features)
+    assert [int(v) for v in ours] == [Simhash(tokenize(text)).value for text in EDGE_TEXTS]
+
+
+def test_char4_with_more_distinct_letters_than_16_bits_hold():
+    letters = [chr(c) for c in [*range(0x4E00, 0x9FA0), *range(0xAC00, 0xD7A4), *range(0x20000, 0x2A6D0)]]
+    texts = ["".join(letters[i:i + 12]) for i in range(0, len(letters), 12)]
+    assert len(letters) > 0x10000 and all(fingerprints.fold(t) == t for t in texts[::500])
+    ours = fingerprints.fingerprints(texts, "char4")
+    assert [int(v) for v in ours] == [Simhash(fingerprints.char4_features(t)).value for t in texts]
+
 def test_near_pairs_match_brute_force():
     lines = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 3000)
     values = fingerprints.fingerprints(lines + [line + ", trending on artstation" for line in lines[:300]], "word")
