@@ -250,9 +250,8 @@ def fingerprints(texts: Sequence[str], features: str = "word") -> np.ndarray:
     ``Simhash(FEATURES[features](text)).value``."""
     if features not in FEATURES:
         raise ValueError(f"unknown features {features!r}; choose from {', '.join(FEATURES)}")
-    position: dict[str, int] = {}
-    text_ids = np.fromiter((position.setdefault(text, len(position)) for text in texts), dtype=np.int64)
-    distinct = list(position)  # a repeated text is fingerprinted once
+    texts = list(texts)
+    distinct = list(dict.fromkeys(texts))  # a repeated text is fingerprinted once
     values = np.zeros(len(distinct), dtype=np.uint64)
     # ASCII texts (nearly all) and the others apart: a batch of ASCII is folded as bytes.
     is_ascii = np.fromiter(map(str.isascii, distinct), dtype=bool, count=len(distinct))
@@ -261,7 +260,10 @@ def fingerprints(texts: Sequence[str], features: str = "word") -> np.ndarray:
         rows = np.flatnonzero(part)
         for start in range(0, len(part_texts), TEXT_CHUNK):
             values[rows[start:start + TEXT_CHUNK]] = _CHUNK[features](part_texts[start:start + TEXT_CHUNK])
-    return values[text_ids]
+    if len(distinct) == len(texts):
+        return values
+    position = dict(zip(distinct, range(len(distinct))))
+    return values[np.fromiter(map(position.__getitem__, texts), dtype=np.int64, count=len(texts))]
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
