@@ -72,3 +72,35 @@ def test_sigkill_mid_import_then_rerun(tmp_path):
     sample = range(0, len(lines), 997)
     assert [rows[i][2] for i in sample] == [text_hash(normalize(lines[i])) for i in sample]
     assert statuses == ["interrupted", "ok"]
+
+
+WIDE_LINE_TEXT = st.lists(st.sampled_from(
+    list("aZq é.,;:!?-_*\"'`\t\r\x0b\x0c\x1c\x1d\x1e\x1f\x00ﬁßİΣς\u00a0\u0085\u1680\u2028\u3000\u0301\u0308\u1100\u1161")
+    + ["Ǆ", "xy", "  ", " . ", "ABC"]), max_size=25).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(WIDE_LINE_TEXT, min_size=1, max_size=16), st.booleans())
+def test_block_parsing_sorts_every_line_like_normalize(lines, with_bad_bytes):
+    """Kept, blank and punctuation-only lines, each exactly as the per-line functions decide."""
+    lines = [line.replace("\n", " ") for line in lines]
+    raw = [line.encode("utf-8") for line in lines]
+    if with_bad_bytes:
+        raw[len(raw) // 2] = b"bad \xff\xfe bytes"
+    parsed = parse_block(b"\n".join(raw))
+    kept, blanks, errors = [], 0, []
+    for index, line in enumerate(raw):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            errors.append((index, "not utf-8"))
+            continue
+        if not text.strip():
+            blanks += 1
+        elif not normalize(text):
+            errors.append((index, "empty"))
+        else:
+            kept.append((index, text.strip(), text_hash(normalize(text))))
+    assert list(zip(parsed.indexes, parsed.texts, parsed.hashes)) == kept
+    assert parsed.blanks == blanks
+    assert [(index, reason) for index, reason, _ in parsed.errors] == errors

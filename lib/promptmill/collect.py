@@ -9,9 +9,11 @@ Natural keys (source, position) make a second import add nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 
 from promptmill.images import probe_image
@@ -23,10 +25,10 @@ BATCH_ROWS = 20_000
 HASH_CHUNK = 1 << 20
 # Checkpoint the WAL every ~40 MB instead of every 4 MB: a big import rewrites fewer pages twice.
 IMPORT_WAL_AUTOCHECKPOINT = 10_000
-LEAN_PROMPT_INSERT = (
-    "INSERT INTO prompts (source_id, position, text, norm_hash, run_id) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (source_id, position) DO NOTHING"
-)
+# Rows per INSERT statement of the lean path: one statement run per 100 rows instead of per
+# row halves the cost of an import (fewer VM starts and cursor opens); 2 + 3 * 100 parameters
+# stay under SQLite's oldest limit of 999.
+LEAN_ROWS_PER_INSERT = 100
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -51,6 +53,13 @@ def folder_sha256(root: str | os.PathLike) -> str:
     return sha256_hex("\n".join(lines))
 
 
+@functools.lru_cache(maxsize=8)
+def lean_insert_sql(rows: int) -> str:
+    values = ", ".join(f"(?1, ?{3 * i + 3}, ?{3 * i + 4}, ?{3 * i + 5}, ?2)" for i in range(rows))
+    return (f"INSERT INTO prompts (source_id, position, text, norm_hash, run_id) VALUES {values} "
+            "ON CONFLICT (source_id, position) DO NOTHING")
+
+
 @dataclass
 class SourceInfo:
     kind: str
@@ -72,7 +81,8 @@ class Collector:
         self._prompts: list[tuple] = []
         self._errors: list[tuple] = []
         self._images: list[tuple] = []
-        self._lean: list[tuple] = []
+        self._lean: list[tuple] = []  # (positions, texts, hashes) column chunks
+        self._lean_rows = 0
         self.store.execute(f"PRAGMA wal_autocheckpoint = {IMPORT_WAL_AUTOCHECKPOINT}")
         self.source_id, self.completed, self.done_upto = self._open_source()
 
@@ -116,11 +126,26 @@ class Collector:
 
     def add_text_rows(self, positions, texts, hashes):
         """Plain prompts already normalised and hashed by the caller, written with a lean INSERT
-        (no locator, author or meta): the fast path for big text files."""
-        source_id, run_id = self.source_id, self.run.id
-        self._lean.extend(zip([source_id] * len(texts), positions, texts, hashes, [run_id] * len(texts)))
-        if len(self._lean) >= self.batch_rows:
+        (no locator, author or meta): the fast path for big text files.
+
+        The columns are kept as they come and zipped into rows only while sqlite3 reads them."""
+        self._lean.append((positions, texts, hashes))
+        self._lean_rows += len(texts)
+        if self._lean_rows >= self.batch_rows:
             self.flush()
+
+    def _write_lean(self, conn) -> None:
+        """Multi-row INSERTs of (position, text, hash) triples; the source and run ids are
+        bound once per statement as ?1 and ?2."""
+        flat = chain.from_iterable(chain.from_iterable(zip(positions, texts, hashes)
+                                                      for positions, texts, hashes in self._lean))
+        ids = (self.source_id, self.run.id)
+        statements, rest = divmod(self._lean_rows, LEAN_ROWS_PER_INSERT)
+        if statements:
+            groups = islice(zip(*[flat] * (3 * LEAN_ROWS_PER_INSERT)), statements)
+            conn.executemany(lean_insert_sql(LEAN_ROWS_PER_INSERT), map(ids.__add__, groups))
+        if rest:
+            conn.execute(lean_insert_sql(rest), ids + tuple(flat))
 
     def add_error(self, position: int, reason: str, detail: str | None = None, locator: str | None = None):
         self._errors.append((self.source_id, position, locator, reason, (detail or "")[:500], self.run.id))
@@ -144,19 +169,29 @@ class Collector:
     def flush(self):
         if not (self._prompts or self._errors or self._images or self._lean):
             return
+        # Lean rows and errors refer only to this collector's own source and run rows, read back
+        # from the database above: checking both foreign keys per row costs ~15% of the insert.
+        skip_key_checks = not (self._prompts or self._images or self.store.conn.in_transaction)
+        if skip_key_checks:
+            self.store.execute("PRAGMA foreign_keys = OFF")
+        try:
+            self._write_batch()
+        finally:
+            if skip_key_checks:
+                self.store.execute("PRAGMA foreign_keys = ON")
+        self._prompts, self._errors, self._images, self._lean, self._lean_rows = [], [], [], [], 0
+
+    def _write_batch(self):
         with self.store.transaction() as conn:
-            for sql, rows in ((LEAN_PROMPT_INSERT, self._lean), (
-                    "INSERT INTO prompts (source_id, position, locator, text, norm_hash, author, "
-                    "created_at, meta, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (source_id, position) DO NOTHING", self._prompts)):
-                if not rows:
+            for write, count in ((self._write_lean, self._lean_rows), (self._write_prompts, len(self._prompts))):
+                if not count:
                     continue
                 before = conn.total_changes
-                conn.executemany(sql, rows)
+                write(conn)
                 added = conn.total_changes - before
                 self.run.add("prompts added", added)
-                if added < len(rows):
-                    self.run.add("prompts already there", len(rows) - added)
+                if added < count:
+                    self.run.add("prompts already there", count - added)
             if self._errors:
                 before = conn.total_changes
                 conn.executemany(
@@ -167,7 +202,13 @@ class Collector:
                 self.run.add("items rejected", conn.total_changes - before)
             for row in self._images:
                 self._write_image(conn, *row)
-        self._prompts, self._errors, self._images, self._lean = [], [], [], []
+
+    def _write_prompts(self, conn) -> None:
+        conn.executemany(
+            "INSERT INTO prompts (source_id, position, locator, text, norm_hash, author, created_at, meta, "
+            "run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position) DO NOTHING",
+            self._prompts,
+        )
 
     def _write_image(self, conn, position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags):
         before = conn.total_changes

@@ -13,22 +13,24 @@ import gzip
 import hashlib
 import multiprocessing
 import os
-import re
 import struct
 from dataclasses import dataclass, field
+from itertools import compress, count, repeat
+from operator import not_
 from pathlib import Path
 from queue import Full
 
 from promptmill.collect import Collector, SourceInfo, file_sha256
 from promptmill.progress import bar
-from promptmill.text import normalize
+from promptmill.text import _EDGE_PUNCTUATION, normalize
 
 MAX_LINE_BYTES = 16_384
 BLOCK_BYTES = 1 << 22
-_EDGE_BYTES = b" \t\r\n.,;:!?-_*\"'`"
-# ASCII characters str.split() treats as whitespace, besides space and newline, become spaces.
-_ASCII_SPACE_TO_SPACE = bytes.maketrans(b"\t\r\x0b\x0c\x1c\x1d\x1e\x1f", b" " * 8)
-_SPACE_RUN = re.compile(rb"  +")
+_EDGE_BYTES = _EDGE_PUNCTUATION.encode()
+# Upper case ASCII to lower case, and the ASCII characters str.split() treats as whitespace
+# (besides space and newline) to spaces: what normalize() does to ASCII, in one pass.
+_FOLD_ASCII = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\t\r\x0b\x0c\x1c\x1d\x1e\x1f",
+                              b"abcdefghijklmnopqrstuvwxyz" + b" " * 8)
 
 
 def open_binary(path: Path):
@@ -43,76 +45,120 @@ def source_info(path: Path) -> SourceInfo:
 
 @dataclass
 class ParsedBlock:
-    """Lines of one block: kept prompts by index, plus the problems and blanks found."""
+    """Lines of one block: kept prompts by index, plus the problems and blanks found.
 
+    It holds the block's bytes and the packed 8-byte hashes rather than a Python
+    object per line: the parse worker hands it to the writer as two memory copies,
+    and the writer, which has a core to spare, decodes the texts itself."""
+
+    block: bytes
     indexes: range | list[int]
-    texts: list[str]
-    hashes: list[int] | tuple[int, ...]
+    digests: bytes  # big-endian signed 64-bit norm hash of each kept line
     errors: list[tuple[int, str, str]] = field(default_factory=list)
     blanks: int = 0
+    strip: list[int] = field(default_factory=list)  # lines with whitespace at an edge
+    non_ascii: dict[int, str] = field(default_factory=dict)  # such lines, decoded and stripped
+
+    @property
+    def texts(self) -> list[str]:
+        """The kept lines, decoded and stripped.
+
+        Latin-1 decodes a block in one cheap pass and is exact for ASCII lines; the
+        other lines were decoded as UTF-8 by the parser already."""
+        texts = self.block.decode("latin-1").split("\n")
+        for index in self.strip:
+            texts[index] = texts[index].strip()
+        for index, text in self.non_ascii.items():
+            texts[index] = text
+        return texts if isinstance(self.indexes, range) else [texts[i] for i in self.indexes]
+
+    @property
+    def hashes(self) -> tuple[int, ...]:
+        """promptmill.text.text_hash of each kept line."""
+        return struct.unpack(f">{len(self.indexes)}q", self.digests)
 
 
-def normalized_bytes(block: bytes, raw_lines: list[bytes]) -> list[bytes]:
-    """UTF-8 of normalize(line) for every line of a block (lines joined by b"\\n")."""
-    folded = block.lower().translate(_ASCII_SPACE_TO_SPACE)
-    if b"  " in folded:
-        folded = _SPACE_RUN.sub(b" ", folded)
-    strip = bytes.strip
-    normalized = [strip(line, _EDGE_BYTES) for line in folded.split(b"\n")]
-    if not block.isascii():
-        for index in [i for i, line in enumerate(raw_lines) if not line.isascii()]:
-            try:
-                normalized[index] = normalize(raw_lines[index].decode("utf-8")).encode("utf-8")
-            except UnicodeDecodeError:
-                normalized[index] = b""
-    return normalized
+def _space_layout(folded: bytes) -> tuple[list[int], list[int]]:
+    """Indexes of the lines holding two spaces in a row, and of those with a space at an edge.
+
+    Array operations over the whole block: a bytes search for b"  " or b" \\n"
+    crawls, since single spaces are everywhere."""
+    import numpy as np
+
+    if not folded:
+        return [], []
+    codes = np.frombuffer(folded, dtype=np.uint8)
+    spaces = codes == 32
+    newlines = np.flatnonzero(codes == 10)
+    runs = np.unique(np.searchsorted(newlines, np.flatnonzero(spaces[1:] & spaces[:-1])))
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.concatenate((newlines, [len(codes)]))  # exclusive
+    filled = starts < ends
+    first = spaces[np.minimum(starts, len(codes) - 1)]
+    last = spaces[np.maximum(ends - 1, 0)]
+    return runs.tolist(), np.flatnonzero(filled & (first | last)).tolist()
 
 
-def hashes_of(normalized: list[bytes]) -> tuple[int, ...]:
-    """promptmill.text.text_hash of each line, with one struct.unpack for all of them."""
-    blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(line, digest_size=8).digest() for line in normalized])
-    return struct.unpack(f">{len(normalized)}q", digests)
+def _hash_digests(normalized: list[bytes]) -> bytes:
+    """The 8-byte blake2b digest of each line, concatenated (a copied hasher starts cheaper)."""
+    template = hashlib.blake2b(digest_size=8)
+    digests = []
+    append = digests.append
+    for line in normalized:
+        hasher = template.copy()
+        hasher.update(line)
+        append(hasher.digest())
+    return b"".join(digests)
 
 
 def parse_block(block: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedBlock:
-    """Split, decode, strip, normalise and hash the lines of a block (no trailing newline)."""
+    """Split, check, normalise and hash the lines of a block (no trailing newline).
+
+    ASCII lines are normalised with whole-block byte operations (lower case and
+    other whitespace to spaces in one translate), then stripped of edge
+    punctuation line by line; the few lines with runs of spaces are collapsed and
+    lines with other characters go through :func:`promptmill.text.normalize` itself."""
     raw_lines = block.split(b"\n")
-    errors: list[tuple[int, str, str]] = []
-    bad: set[int] = set()
+    problems: dict[int, tuple[str, str]] = {}
     if max(map(len, raw_lines)) > max_line_bytes:
         for index, line in enumerate(raw_lines):
             if len(line) > max_line_bytes:
-                errors.append((index, "line too long", f"over {max_line_bytes} bytes"))
-                bad.add(index)
-    try:
-        texts = [line.strip() for line in block.decode("utf-8").split("\n")]
-    except UnicodeDecodeError:
-        texts = []
-        for index, line in enumerate(raw_lines):
+                problems[index] = ("line too long", f"over {max_line_bytes} bytes")
+    folded = block.translate(_FOLD_ASCII)
+    folded_lines = folded.split(b"\n")
+    normalized = list(map(bytes.strip, folded_lines, repeat(_EDGE_BYTES)))
+    space_runs, strip = _space_layout(folded)
+    for index in space_runs:
+        normalized[index] = b" ".join(normalized[index].split())
+    blank_non_ascii = set()
+    non_ascii = {}
+    if not block.isascii():
+        for index in compress(count(), map(not_, map(bytes.isascii, raw_lines))):
             try:
-                texts.append(line.decode("utf-8").strip())
+                text = raw_lines[index].decode("utf-8")
             except UnicodeDecodeError as exc:
-                texts.append("")
-                if index not in bad:
-                    errors.append((index, "not utf-8", str(exc)))
-                    bad.add(index)
-    normalized = normalized_bytes(block, raw_lines)
-    hashes = hashes_of(normalized)
-    blanks = 0
-    if bad or "" in texts or b"" in normalized:
-        keep = []
-        for index, (text, norm) in enumerate(zip(texts, normalized)):
-            if index in bad:
+                problems.setdefault(index, ("not utf-8", str(exc)))
                 continue
-            if not text:
-                blanks += 1
-            elif not norm:
-                errors.append((index, "empty", "no text after normalisation"))
-            else:
-                keep.append(index)
-        return ParsedBlock(keep, [texts[i] for i in keep], [hashes[i] for i in keep], sorted(errors), blanks)
-    return ParsedBlock(range(len(texts)), texts, hashes)
+            non_ascii[index] = stripped = text.strip()
+            if not stripped:
+                blank_non_ascii.add(index)
+            normalized[index] = normalize(stripped).encode("utf-8")
+    digests = _hash_digests(normalized)
+    if not problems and b"" not in normalized:
+        return ParsedBlock(block, range(len(normalized)), digests, strip=strip, non_ascii=non_ascii)
+    # Only a line that normalises to nothing can be blank: whitespace alone, or punctuation too.
+    keep, errors, blanks = [], [], 0
+    for index, norm in enumerate(normalized):
+        if index in problems:
+            errors.append((index, *problems[index]))
+        elif norm:
+            keep.append(index)
+        elif not folded_lines[index].strip() or index in blank_non_ascii:
+            blanks += 1
+        else:
+            errors.append((index, "empty", "no text after normalisation"))
+    digests = b"".join([digests[8 * i:8 * i + 8] for i in keep])
+    return ParsedBlock(block, keep, digests, errors, blanks, strip, non_ascii)
 
 
 def read_blocks(fh, block_bytes: int = BLOCK_BYTES, max_line_bytes: int = MAX_LINE_BYTES):
