@@ -17,7 +17,7 @@ def diffusiondb_parquet(path, prompts):
         "sampler": pa.array([(i % 8) + 1 for i in range(n)], pa.uint8()),
         "width": pa.array([512] * n, pa.uint16()), "height": pa.array([768] * n, pa.uint16()),
         "user_name": [f"u{i % 3}" for i in range(n)],
-        "timestamp": pa.array([dt.datetime(2022, 8, 10, 12, i % 60, tzinfo=dt.timezone.utc) for i in range(n)],
+        "timestamp": pa.array([dt.datetime(2022, 8, 10, 12, i % 60, tzinfo=dt.UTC) for i in range(n)],
                               pa.timestamp("us", tz="UTC")),
         "image_nsfw": pa.array([0.1] * n, pa.float32()), "prompt_nsfw": pa.array([0.02] * n, pa.float32()),
     })

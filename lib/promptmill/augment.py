@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from promptmill import fingerprints, paths
 from promptmill.collect import Collector, SourceInfo

@@ -8,10 +8,9 @@ ledger row of the call that produced it.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-
-import tomllib
 
 from promptmill import paths
 from promptmill.llm_client import Job, Unparseable, estimate_tokens

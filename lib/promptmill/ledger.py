@@ -13,10 +13,9 @@ import hashlib
 import json
 import os
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from promptmill import paths
 from promptmill.runs import now
