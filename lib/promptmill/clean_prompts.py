@@ -20,7 +20,7 @@ other decisions it has; dedup or review drops do not hide prompts from clean.
 from __future__ import annotations
 
 import hashlib
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +29,6 @@ from promptmill.clean_rules import FILTERS, TRANSFORMS, PresetError
 from promptmill.progress import bar
 from promptmill.runs import Run
 from promptmill.store import Store
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 PRESET_DIR = paths.SCHEMA_DIR / "clean"
 BATCH_PROMPTS = 10_000
