@@ -1,6 +1,13 @@
 import gzip
+import json
+
+import pytest
 
 from conftest import run_script, seed_lines
+from promptmill.collect import Collector
+from promptmill.runs import start_run
+from promptmill.sources import textfile
+from promptmill.text import normalize, text_hash
 
 
 def test_text_collects_every_line_once(tmp_path, invoke, store):
@@ -34,3 +41,60 @@ def test_missing_file_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.db").exists()
+
+
+def awkward_lines(count: int) -> list[str]:
+    """Real prompts with the cases the block path treats apart: case, runs of spaces, edge
+    whitespace, non-ASCII, blank and punctuation-only lines."""
+    base = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 400)
+    variants = [lambda p: p, str.upper, lambda p: "  " + p.replace(" ", "   ") + " .", lambda p: p + " — café ﬁne",
+                lambda p: "\t" + p + "\x1c", lambda p: "", lambda p: " \u3000 ", lambda p: "..!", lambda p: p + "\u00a0"]
+    return [variants[i % len(variants)](base[i % len(base)]) for i in range(count)]
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_text_rows_match_per_line_functions(tmp_path, store, worker):
+    lines = awkward_lines(2_345)  # not a multiple of the rows per INSERT statement
+    path = tmp_path / "awkward.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with start_run(store, "01_collect", "text", {}, argv=["pytest"]) as run:
+        collector = Collector(store, run, textfile.source_info(path), batch_rows=700)
+        collector.finish(textfile.collect_lines(collector, path, block_bytes=4096, worker=worker))
+    expected = [(position, line.strip(), text_hash(normalize(line)))
+                for position, line in enumerate(lines, 1) if line.strip() and normalize(line)]
+    rows = store.conn.execute("SELECT position, text, norm_hash FROM prompts ORDER BY position").fetchall()
+    assert rows == expected
+    assert store.scalar("SELECT count(*) FROM prompts WHERE typeof(text) != 'text'") == 0
+    empties = [position for position, line in enumerate(lines, 1) if line.strip() and not normalize(line)]
+    assert [r[0] for r in store.conn.execute("SELECT position FROM item_errors ORDER BY position")] == empties
+    counts = json.loads(store.scalar("SELECT counts FROM runs"))
+    assert counts["prompts added"] == len(expected) and counts["items rejected"] == len(empties)
+    assert counts["blank lines skipped"] == sum(1 for line in lines if not line.strip())
+    assert store.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert store.scalar("PRAGMA foreign_keys") == 1
+
+
+def test_text_resumes_inside_a_block_without_duplicates(tmp_path, store):
+    """A run that stopped after some batches: the next one adds exactly the rest."""
+    lines = awkward_lines(1_500)
+    path = tmp_path / "resume.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with start_run(store, "01_collect", "text", {}, argv=["pytest"]) as run:
+        collector = Collector(store, run, textfile.source_info(path))
+        done = 0
+        for first, parsed, _, _ in textfile.parsed_blocks(path, -1, textfile.MAX_LINE_BYTES, 8192):
+            positions = [first + i for i in parsed.indexes]
+            collector.add_text_rows(positions, parsed.texts, parsed.hashes)
+            done += len(positions)
+            if done > 300:
+                break
+        collector.flush()
+    partial = store.count("prompts")
+    assert 300 < partial < len(lines)
+    with start_run(store, "01_collect", "text", {}, argv=["pytest"]) as run:
+        collector = Collector(store, run, textfile.source_info(path))
+        assert collector.done_upto > 0
+        collector.finish(textfile.collect_lines(collector, path, block_bytes=4096, worker=True))
+        assert run.counts["prompts added"] == sum(1 for line in lines if normalize(line)) - partial
+    positions = [r[0] for r in store.conn.execute("SELECT position FROM prompts ORDER BY position")]
+    assert positions == [i for i, line in enumerate(lines, 1) if normalize(line)]

@@ -15,8 +15,7 @@ import multiprocessing
 import os
 import struct
 from dataclasses import dataclass, field
-from itertools import compress, count, repeat
-from operator import not_
+from itertools import repeat
 from pathlib import Path
 from queue import Full
 
@@ -25,7 +24,10 @@ from promptmill.progress import bar
 from promptmill.text import _EDGE_PUNCTUATION, normalize
 
 MAX_LINE_BYTES = 16_384
-BLOCK_BYTES = 1 << 22
+BLOCK_BYTES = 1 << 20
+# Parsed blocks the worker may run ahead of the writer: more than one batch of rows, so it
+# keeps parsing while a batch is written.
+QUEUED_BLOCKS = 8
 _EDGE_BYTES = _EDGE_PUNCTUATION.encode()
 # Upper case ASCII to lower case, and the ASCII characters str.split() treats as whitespace
 # (besides space and newline) to spaces: what normalize() does to ASCII, in one pass.
@@ -78,25 +80,42 @@ class ParsedBlock:
         return struct.unpack(f">{len(self.indexes)}q", self.digests)
 
 
-def _space_layout(folded: bytes) -> tuple[list[int], list[int]]:
-    """Indexes of the lines holding two spaces in a row, and of those with a space at an edge.
+@dataclass
+class LineLayout:
+    """Where a block's lines are and which need more than the common path, found with array
+    operations over the whole block: a bytes search for b"  " crawls, as single spaces are
+    everywhere, and a Python pass per line is what the block path avoids."""
 
-    Array operations over the whole block: a bytes search for b"  " or b" \\n"
-    crawls, since single spaces are everywhere."""
+    spans: dict[int, tuple[int, int]]  # line index: (start, end), for the lines listed below
+    too_long: list[int]
+    space_runs: list[int]  # two spaces in a row
+    edge_spaces: list[int]  # a space first or last
+    non_ascii: list[int]
+
+
+def line_layout(folded: bytes, max_line_bytes: int) -> LineLayout:
     import numpy as np
 
-    if not folded:
-        return [], []
     codes = np.frombuffer(folded, dtype=np.uint8)
+    if not len(codes):
+        return LineLayout({}, [], [], [], [])
     spaces = codes == 32
     newlines = np.flatnonzero(codes == 10)
-    runs = np.unique(np.searchsorted(newlines, np.flatnonzero(spaces[1:] & spaces[:-1])))
     starts = np.concatenate(([0], newlines + 1))
     ends = np.concatenate((newlines, [len(codes)]))  # exclusive
     filled = starts < ends
     first = spaces[np.minimum(starts, len(codes) - 1)]
     last = spaces[np.maximum(ends - 1, 0)]
-    return runs.tolist(), np.flatnonzero(filled & (first | last)).tolist()
+    non_ascii = np.unique(np.searchsorted(newlines, np.flatnonzero(codes >= 128)))
+    too_long = np.flatnonzero(ends - starts > max_line_bytes)
+    wanted = np.union1d(non_ascii, too_long)
+    return LineLayout(
+        spans=dict(zip(wanted.tolist(), zip(starts[wanted].tolist(), ends[wanted].tolist()))),
+        too_long=too_long.tolist(),
+        space_runs=np.unique(np.searchsorted(newlines, np.flatnonzero(spaces[1:] & spaces[:-1]))).tolist(),
+        edge_spaces=np.flatnonzero(filled & (first | last)).tolist(),
+        non_ascii=non_ascii.tolist(),
+    )
 
 
 def _hash_digests(normalized: list[bytes]) -> bytes:
@@ -118,34 +137,29 @@ def parse_block(block: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedBlo
     other whitespace to spaces in one translate), then stripped of edge
     punctuation line by line; the few lines with runs of spaces are collapsed and
     lines with other characters go through :func:`promptmill.text.normalize` itself."""
-    raw_lines = block.split(b"\n")
-    problems: dict[int, tuple[str, str]] = {}
-    if max(map(len, raw_lines)) > max_line_bytes:
-        for index, line in enumerate(raw_lines):
-            if len(line) > max_line_bytes:
-                problems[index] = ("line too long", f"over {max_line_bytes} bytes")
     folded = block.translate(_FOLD_ASCII)
+    layout = line_layout(folded, max_line_bytes)
+    problems = {index: ("line too long", f"over {max_line_bytes} bytes") for index in layout.too_long}
     folded_lines = folded.split(b"\n")
     normalized = list(map(bytes.strip, folded_lines, repeat(_EDGE_BYTES)))
-    space_runs, strip = _space_layout(folded)
-    for index in space_runs:
+    for index in layout.space_runs:
         normalized[index] = b" ".join(normalized[index].split())
     blank_non_ascii = set()
     non_ascii = {}
-    if not block.isascii():
-        for index in compress(count(), map(not_, map(bytes.isascii, raw_lines))):
-            try:
-                text = raw_lines[index].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                problems.setdefault(index, ("not utf-8", str(exc)))
-                continue
-            non_ascii[index] = stripped = text.strip()
-            if not stripped:
-                blank_non_ascii.add(index)
-            normalized[index] = normalize(stripped).encode("utf-8")
+    for index in layout.non_ascii:
+        start, end = layout.spans[index]
+        try:
+            text = block[start:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.setdefault(index, ("not utf-8", str(exc)))
+            continue
+        non_ascii[index] = stripped = text.strip()
+        if not stripped:
+            blank_non_ascii.add(index)
+        normalized[index] = normalize(stripped).encode("utf-8")
     digests = _hash_digests(normalized)
     if not problems and b"" not in normalized:
-        return ParsedBlock(block, range(len(normalized)), digests, strip=strip, non_ascii=non_ascii)
+        return ParsedBlock(block, range(len(normalized)), digests, strip=layout.edge_spaces, non_ascii=non_ascii)
     # Only a line that normalises to nothing can be blank: whitespace alone, or punctuation too.
     keep, errors, blanks = [], [], 0
     for index, norm in enumerate(normalized):
@@ -158,7 +172,7 @@ def parse_block(block: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedBlo
         else:
             errors.append((index, "empty", "no text after normalisation"))
     digests = b"".join([digests[8 * i:8 * i + 8] for i in keep])
-    return ParsedBlock(block, keep, digests, errors, blanks, strip, non_ascii)
+    return ParsedBlock(block, keep, digests, errors, blanks, layout.edge_spaces, non_ascii)
 
 
 def read_blocks(fh, block_bytes: int = BLOCK_BYTES, max_line_bytes: int = MAX_LINE_BYTES):
@@ -230,7 +244,7 @@ def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
 def parsed_blocks_in_worker(path: Path, done_upto: int, max_line_bytes: int, block_bytes: int):
     """parsed_blocks, computed in a forked process so parsing overlaps the database writes."""
     context = multiprocessing.get_context("fork")
-    queue = context.Queue(maxsize=4)
+    queue = context.Queue(maxsize=QUEUED_BLOCKS)
     worker = context.Process(target=_produce, daemon=True,
                              args=(path, done_upto, max_line_bytes, block_bytes, queue, os.getpid()))
     worker.start()
