@@ -67,9 +67,9 @@ step 08_split.py assign --validation 0.1 --seed 0
 step 08_split.py report
 
 # 09 upload: a Hub imagefolder, parquet shards, a kohya folder, prompt lists; check them.
-step 09_upload.py imagefolder "$OUT/imagefolder" --release demo --text-from prompt
-step 09_upload.py parquet "$OUT/parquet" --release demo-parquet --text-from prompt
-step 09_upload.py kohya "$OUT/kohya" --trigger sks --repeats 10 --text-from caption:edit
+step 09_upload.py imagefolder "$OUT/imagefolder" --release demo --text-from prompt,caption:imported
+step 09_upload.py parquet "$OUT/parquet" --release demo-parquet --text-from prompt,caption:imported
+step 09_upload.py kohya "$OUT/kohya" --trigger sks --repeats 10 --text-from caption:wd14
 step 09_upload.py prompts "$OUT/prompts" --format jsonl
 step 09_upload.py check "$OUT/imagefolder"
 step 09_upload.py push your-name/promptmill-demo --release demo --dry-run

@@ -37,7 +37,9 @@ def card_options(f):
 
 def text_from_option(default):
     return click.option("--text-from", default=default, show_default=True,
-                        help="Text of each image: prompt, caption:KIND (e.g. caption:blip) or label:KIND.")
+                        help="Text of each image: prompt, caption:KIND (the current caption of that kind, edits "
+                        "included, e.g. caption:wd14) or label:KIND; comma-separated fallbacks, the first "
+                        "with text wins (e.g. prompt,caption:imported).")
 
 
 split_option = click.option("--split", "splits", multiple=True,

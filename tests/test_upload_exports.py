@@ -321,3 +321,17 @@ def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monke
     assert [name.split("/")[0] for name in names] == ["000"] * 4 + ["001"] * 4 + ["002"] * (len(names) - 8)
     assert all("/" not in row["file_name"] for row in jsonl(out / "validation" / "metadata.jsonl"))
     assert check_folder(out)[0] == []
+
+
+def test_text_from_follows_edits_and_falls_back_in_order(store, ids, invoke):
+    from promptmill.release import image_items
+
+    invoke("06_caption", "edit", "--kind", "wd14", "--add-trigger", "sks", "--position", "start")
+    by_image = {item["image_id"]: item["text"] for item in image_items(store, "caption:wd14")}
+    assert by_image[ids["images"]["img_1.png"]] == "sks, fox, red_fur, ohwx, outdoors"
+    assert by_image[ids["images"]["img_6.png"]] == ""
+    chained = {item["image_id"]: item["text"] for item in image_items(store, "caption:wd14,caption:imported")}
+    assert chained[ids["images"]["img_1.png"]].startswith("sks, ")
+    assert chained[ids["images"]["img_6.png"]] == "imported caption 6"
+    with pytest.raises(Exception, match="comma-separated"):
+        image_items(store, "prompt,caption")

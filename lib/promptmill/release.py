@@ -71,14 +71,28 @@ def unique_stems(items: list[dict]) -> list[str]:
     return stems
 
 
-def parse_text_from(spec: str) -> tuple[str, str | None]:
-    """'prompt', 'caption:KIND' or 'label:KIND' -> (source, kind)."""
-    source, _, kind = spec.partition(":")
-    if source == "prompt" and not kind:
-        return "prompt", None
-    if source in ("caption", "label") and kind:
-        return source, kind
-    raise BadInput(f"--text-from must be prompt, caption:KIND or label:KIND, not {spec!r}")
+def parse_text_from(spec: str) -> list[tuple[str, str | None]]:
+    """'prompt', 'caption:KIND', 'label:KIND', or several joined by commas (the first that has text
+    wins, e.g. 'prompt,caption:imported') -> [(source, kind), ...]."""
+    chain = []
+    for part in spec.split(","):
+        source, _, kind = part.strip().partition(":")
+        if source == "prompt" and not kind:
+            chain.append(("prompt", None))
+        elif source in ("caption", "label") and kind:
+            chain.append((source, kind))
+        else:
+            raise BadInput(f"--text-from takes prompt, caption:KIND or label:KIND (comma-separated for "
+                           f"fallbacks), not {spec!r}")
+    return chain
+
+
+def current_caption_texts(store: Store, kind: str) -> dict[int, str]:
+    """image id -> its current caption of KIND: the head of the kind's chain of edits (an edited wd14
+    caption is the current wd14 caption); 'edit' means the newest edit of any chain."""
+    return dict(store.execute(
+        "SELECT image_id, text FROM current_captions WHERE lineage_kind = ? OR kind = ? ORDER BY caption_id",
+        (kind, kind)))
 
 
 def _last_by(rows, key_index: int = 0) -> dict:
@@ -95,7 +109,7 @@ def cleaned_prompt_texts(store: Store) -> dict[int, str]:
 
 def image_items(store: Store, text_from: str = "prompt", splits: tuple[str, ...] = ()) -> list[dict]:
     """Every kept, readable image with its text, split and provenance, in image id order."""
-    source, kind = parse_text_from(text_from)
+    chain = parse_text_from(text_from)
     formats = {row[0]: row[1:] for row in store.execute("SELECT id, format, width, height FROM images")}
     generations = {}
     for row in store.execute("SELECT image_id, prompt_id, prompt_text, model, seed, steps, guidance "
@@ -112,18 +126,32 @@ def image_items(store: Store, text_from: str = "prompt", splits: tuple[str, ...]
         "SELECT image_id, value FROM scores WHERE kind = 'clip' ORDER BY id")}
     tags = _latest_tags(store)
     descriptions = _descriptions(store)
-    captions = {}
-    if source == "caption":
-        captions = {row[0]: row[1] for row in store.execute(
-            "SELECT image_id, text FROM captions WHERE kind = ? ORDER BY id", (kind,))}
-    image_labels, prompt_labels = {}, {}
-    if source == "label":
+    captions = {kind: current_caption_texts(store, kind) for source, kind in chain if source == "caption"}
+    image_labels: dict[str, dict] = {}
+    prompt_labels: dict[str, dict] = {}
+    for source, kind in chain:
+        if source != "label":
+            continue
+        image_labels[kind], prompt_labels[kind] = {}, {}
         for prompt_id, image_id, text in store.execute(
                 "SELECT prompt_id, image_id, text FROM labels WHERE kind = ? ORDER BY id", (kind,)):
             if image_id is not None:
-                image_labels[image_id] = text
+                image_labels[kind][image_id] = text
             elif prompt_id is not None:
-                prompt_labels[prompt_id] = text
+                prompt_labels[kind][prompt_id] = text
+
+    def text_of(image_id: int, prompt_id: int | None, prompt_text: str) -> str:
+        for source, kind in chain:
+            if source == "prompt":
+                text = prompt_text
+            elif source == "caption":
+                text = captions[kind].get(image_id, "")
+            else:
+                text = image_labels[kind].get(image_id) or prompt_labels[kind].get(prompt_id, "")
+            if text:
+                return text
+        return ""
+
     image_splits = split_of(store, "image")
     items = []
     for image_id, sha256, ext in kept_images(store):
@@ -140,12 +168,7 @@ def image_items(store: Store, text_from: str = "prompt", splits: tuple[str, ...]
         else:
             prompt_id = origin[2] if origin else None
             prompt_text = prompt_texts.get(prompt_id, "") if prompt_id else ""
-        if source == "prompt":
-            text = prompt_text
-        elif source == "caption":
-            text = captions.get(image_id, "")
-        else:
-            text = image_labels.get(image_id) or prompt_labels.get(prompt_id, "")
+        text = text_of(image_id, prompt_id, prompt_text)
         items.append({
             "image_id": image_id, "sha256": sha256, "ext": ext, "split": split,
             "text": text or "",
