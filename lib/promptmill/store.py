@@ -15,8 +15,6 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-import sqlite_utils
-
 from promptmill import paths
 
 DEFAULT_DB = "db/promptmill.db"
@@ -33,7 +31,6 @@ class Store:
     def __init__(self, path: str | os.PathLike, conn: sqlite3.Connection):
         self.path = Path(path)
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.blobs = BlobStore(self.path.parent / "blobs")
 
     @contextlib.contextmanager
