@@ -25,9 +25,9 @@ BATCH_ROWS = 20_000
 HASH_CHUNK = 1 << 20
 # Checkpoint the WAL every ~40 MB instead of every 4 MB: a big import rewrites fewer pages twice.
 IMPORT_WAL_AUTOCHECKPOINT = 10_000
-# Rows per INSERT statement of the lean path: one statement run per 100 rows instead of per
-# row halves the cost of an import (fewer VM starts and cursor opens); 2 + 3 * 100 parameters
-# stay under SQLite's oldest limit of 999.
+# Rows per INSERT statement of the lean path: one statement run per 100 rows instead of one per
+# row halves the cost of the insert (fewer statement starts and cursor opens); 2 + 3 * 100
+# parameters stay under the 999 that older SQLite builds allow.
 LEAN_ROWS_PER_INSERT = 100
 
 

@@ -1,10 +1,11 @@
 """One prompt per line, from .txt or .txt.gz, streamed: a 10-million-line file is never held in memory.
 
 The file is read in blocks of whole lines and each block is normalised and hashed
-with a few whole-block byte operations instead of one Python call chain per
-line; only lines with non-ASCII characters take the per-line
+with a few whole-block byte and array operations instead of one Python call chain
+per line; only lines with non-ASCII characters take the per-line
 :func:`promptmill.text.normalize`. The result is the same as normalising each
-line on its own (a test checks that).
+line on its own (tests check that). Big files are parsed in a forked worker while
+the main process only writes (multi-row INSERTs, see :class:`Collector`).
 """
 
 from __future__ import annotations
@@ -49,16 +50,16 @@ def source_info(path: Path) -> SourceInfo:
 class ParsedBlock:
     """Lines of one block: kept prompts by index, plus the problems and blanks found.
 
-    It holds the block's bytes and the packed 8-byte hashes rather than a Python
-    object per line: the parse worker hands it to the writer as two memory copies,
-    and the writer, which has a core to spare, decodes the texts itself."""
+    It holds the block's bytes and the packed 8-byte hashes rather than Python
+    objects per line, so the parse worker hands it to the writer as a few memory
+    copies; building the texts there costs the writer less than unpickling them."""
 
     block: bytes
     indexes: range | list[int]
     digests: bytes  # big-endian signed 64-bit norm hash of each kept line
     errors: list[tuple[int, str, str]] = field(default_factory=list)
     blanks: int = 0
-    strip: list[int] = field(default_factory=list)  # lines with whitespace at an edge
+    strip: list[int] = field(default_factory=list)  # ASCII lines with whitespace at an edge
     non_ascii: dict[int, str] = field(default_factory=dict)  # such lines, decoded and stripped
 
     @property
@@ -86,7 +87,7 @@ class LineLayout:
     operations over the whole block: a bytes search for b"  " crawls, as single spaces are
     everywhere, and a Python pass per line is what the block path avoids."""
 
-    spans: dict[int, tuple[int, int]]  # line index: (start, end), for the lines listed below
+    spans: dict[int, tuple[int, int]]  # (start, end) of each non-ASCII line, by index
     too_long: list[int]
     space_runs: list[int]  # two spaces in a row
     edge_spaces: list[int]  # a space first or last
@@ -107,11 +108,9 @@ def line_layout(folded: bytes, max_line_bytes: int) -> LineLayout:
     first = spaces[np.minimum(starts, len(codes) - 1)]
     last = spaces[np.maximum(ends - 1, 0)]
     non_ascii = np.unique(np.searchsorted(newlines, np.flatnonzero(codes >= 128)))
-    too_long = np.flatnonzero(ends - starts > max_line_bytes)
-    wanted = np.union1d(non_ascii, too_long)
     return LineLayout(
-        spans=dict(zip(wanted.tolist(), zip(starts[wanted].tolist(), ends[wanted].tolist()))),
-        too_long=too_long.tolist(),
+        spans=dict(zip(non_ascii.tolist(), zip(starts[non_ascii].tolist(), ends[non_ascii].tolist()))),
+        too_long=np.flatnonzero(ends - starts > max_line_bytes).tolist(),
         space_runs=np.unique(np.searchsorted(newlines, np.flatnonzero(spaces[1:] & spaces[:-1]))).tolist(),
         edge_spaces=np.flatnonzero(filled & (first | last)).tolist(),
         non_ascii=non_ascii.tolist(),
