@@ -1,4 +1,5 @@
 import gzip
+import io
 import json
 
 import pytest
@@ -74,6 +75,22 @@ def test_text_rows_match_per_line_functions(tmp_path, store, worker):
     assert store.scalar("PRAGMA foreign_keys") == 1
 
 
+@pytest.mark.parametrize("block_bytes", [7, 64, 1000])
+def test_blocks_say_truly_where_they_lie_in_the_file(block_bytes):
+    """The worker sends a block as its place in the file when it can; that place must hold it."""
+    data = b"".join(
+        [b"short\n", b"x" * 300 + b"\n", b"\n", b"y" * 90, b"\n", "caf\u00e9 \u2014 ok\n".encode(), b"z" * 2000]
+        * 3 + [b"\nend"])
+    blocks = list(textfile.read_blocks(io.BytesIO(data), block_bytes, max_line_bytes=100))
+    placed = [(block, at) for block, _, at in blocks if block is not None and at is not None]
+    assert placed
+    for block, at in placed:
+        assert data[at:at + len(block)] == block
+    assert sum(consumed for _, consumed, _ in blocks) == len(data)
+    lines = [line for block, _, _ in blocks if block is not None for line in block.split(b"\n")]
+    assert [len(line) > 100 for line in lines] == [len(line) > 100 for line in data.split(b"\n")]
+
+
 def test_text_resumes_inside_a_block_without_duplicates(tmp_path, store):
     """A run that stopped after some batches: the next one adds exactly the rest."""
     lines = awkward_lines(1_500)
@@ -82,7 +99,7 @@ def test_text_resumes_inside_a_block_without_duplicates(tmp_path, store):
     with start_run(store, "01_collect", "text", {}, argv=["pytest"]) as run:
         collector = Collector(store, run, textfile.source_info(path))
         done = 0
-        for first, parsed, _, _ in textfile.parsed_blocks(path, -1, textfile.MAX_LINE_BYTES, 8192):
+        for first, parsed, *_ in textfile.parsed_blocks(path, -1, textfile.MAX_LINE_BYTES, 8192):
             positions = [first + i for i in parsed.indexes]
             collector.add_text_rows(positions, parsed.texts, parsed.hashes)
             done += len(positions)

@@ -175,44 +175,50 @@ def parse_block(block: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> ParsedBlo
 
 
 def read_blocks(fh, block_bytes: int = BLOCK_BYTES, max_line_bytes: int = MAX_LINE_BYTES):
-    """Yield (block of whole lines without the final newline, bytes consumed).
+    """Yield (block of whole lines without the final newline, bytes consumed, where the block
+    starts in the stream, or None when it is not the stream's bytes as they are).
 
     A line longer than max_line_bytes is never held whole: it is cut down to
     max_line_bytes + 1 bytes, enough to be reported as too long."""
-    pending = b""
+    pending, pending_at = b"", 0  # pending_at is None once pending was cut short
     overlong = False
+    offset = 0
     while chunk := fh.read(block_bytes):
-        consumed = len(chunk)
+        consumed, chunk_at = len(chunk), offset
+        offset += consumed
         if overlong:
             cut = chunk.find(b"\n")
             if cut < 0:
-                yield None, consumed
+                yield None, consumed, None
                 continue
             overlong = False
             chunk = chunk[cut:]
-        data = pending + chunk
+        data, data_at = pending + chunk, pending_at if pending else chunk_at
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) > max_line_bytes:
-                pending, overlong = data[:max_line_bytes + 1], True
+                pending, pending_at, overlong = data[:max_line_bytes + 1], None, True
             else:
-                pending = data
-            yield None, consumed
+                pending, pending_at = data, data_at
+            yield None, consumed, None
             continue
         pending = data[cut + 1:]
+        pending_at = None if data_at is None else data_at + cut + 1
         if len(pending) > max_line_bytes:
-            pending, overlong = pending[:max_line_bytes + 1], True
-        yield data[:cut], consumed
+            pending, pending_at, overlong = pending[:max_line_bytes + 1], None, True
+        yield data[:cut], consumed, data_at
     if pending:
-        yield pending, 0
+        yield pending, 0, pending_at
 
 
 def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: int):
-    """Yield (first position, ParsedBlock or None when already committed, file offset) per block."""
+    """Yield (first position, ParsedBlock or None when already committed, lines read, file offset,
+    where the parsed lines start in the file or None) per block."""
     position = 0  # lines read so far; the first line is position 1
     with open_binary(path) as fh:
-        raw_fh = fh.fileobj if isinstance(fh, gzip.GzipFile) else fh
-        for block, _ in read_blocks(fh, block_bytes, max_line_bytes):
+        compressed = isinstance(fh, gzip.GzipFile)
+        raw_fh = fh.fileobj if compressed else fh
+        for block, _, block_at in read_blocks(fh, block_bytes, max_line_bytes):
             if block is None:
                 continue
             first = position + 1
@@ -221,18 +227,25 @@ def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: 
             if position > done_upto:
                 if first <= done_upto:  # resume inside this block
                     skip = done_upto - first + 1
-                    block = block.split(b"\n", skip)[-1]
-                    first += skip
+                    rest = block.split(b"\n", skip)[-1]
+                    block_at = None if block_at is None else block_at + len(block) - len(rest)
+                    block, first = rest, first + skip
                 parsed = parse_block(block, max_line_bytes)
-            yield first, parsed, position, raw_fh.tell()
+            yield first, parsed, position, raw_fh.tell(), None if compressed else block_at
 
 
 def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
-    """Worker process: parse blocks ahead of the writer; exit if the writer was killed."""
-    for item in parsed_blocks(path, done_upto, max_line_bytes, block_bytes):
+    """Worker process: parse blocks ahead of the writer; exit if the writer was killed.
+
+    A block that is the file's bytes as they are travels as its place in the file: the
+    writer reads it back from the page cache for less than a trip through the pipe."""
+    for first, parsed, position, offset, block_at in parsed_blocks(path, done_upto, max_line_bytes, block_bytes):
+        span = None
+        if parsed is not None and block_at is not None:
+            span, parsed.block = (block_at, len(parsed.block)), b""
         while True:
             try:
-                queue.put(item, timeout=1)
+                queue.put((first, parsed, position, offset, span), timeout=1)
                 break
             except Full:
                 if os.getppid() != parent_pid:
@@ -248,8 +261,12 @@ def parsed_blocks_in_worker(path: Path, done_upto: int, max_line_bytes: int, blo
                              args=(path, done_upto, max_line_bytes, block_bytes, queue, os.getpid()))
     worker.start()
     try:
-        while (item := queue.get()) is not None:
-            yield item
+        with open(path, "rb") as fh:
+            while (item := queue.get()) is not None:
+                first, parsed, position, offset, span = item
+                if span is not None:
+                    parsed.block = os.pread(fh.fileno(), span[1], span[0])
+                yield first, parsed, position, offset, span
     finally:
         worker.kill()
         worker.join()
@@ -270,7 +287,7 @@ def collect_lines(collector: Collector, path: Path, max_line_bytes: int = MAX_LI
         path, collector.done_upto, max_line_bytes, block_bytes)
     position, last_offset = 0, 0
     with bar(size, f"text {path.name}", "B", True) as progress:
-        for first, parsed, lines_read, offset in blocks:
+        for first, parsed, lines_read, offset, _ in blocks:
             position = lines_read
             if parsed is not None:
                 for index, reason, detail in parsed.errors:
