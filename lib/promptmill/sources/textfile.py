@@ -107,14 +107,21 @@ def line_layout(folded: bytes, max_line_bytes: int) -> LineLayout:
     filled = starts < ends
     first = spaces[np.minimum(starts, len(codes) - 1)]
     last = spaces[np.maximum(ends - 1, 0)]
-    non_ascii = np.unique(np.searchsorted(newlines, np.flatnonzero(codes >= 128)))
+    non_ascii = _distinct(np.searchsorted(newlines, np.flatnonzero(codes >= 128)))
     return LineLayout(
         spans=dict(zip(non_ascii.tolist(), zip(starts[non_ascii].tolist(), ends[non_ascii].tolist()))),
         too_long=np.flatnonzero(ends - starts > max_line_bytes).tolist(),
-        space_runs=np.unique(np.searchsorted(newlines, np.flatnonzero(spaces[1:] & spaces[:-1]))).tolist(),
+        space_runs=_distinct(np.searchsorted(newlines, np.flatnonzero(spaces[1:] & spaces[:-1]))).tolist(),
         edge_spaces=np.flatnonzero(filled & (first | last)).tolist(),
         non_ascii=non_ascii.tolist(),
     )
+
+
+def _distinct(ascending):
+    """The distinct values of an ascending array (np.unique would sort it again)."""
+    import numpy as np
+
+    return ascending[np.concatenate(([True], ascending[1:] != ascending[:-1]))] if len(ascending) else ascending
 
 
 def _hash_digests(normalized: list[bytes]) -> bytes:
