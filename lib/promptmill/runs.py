@@ -28,14 +28,14 @@ SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "GOOGLE_API_KEY", "GEMINI_API_KEY", 
               "GELBOORU_USER_ID", "HUGGING_FACE_HUB_TOKEN")
 REDACTED = "[redacted]"
 TRACKED_LIBRARIES = (
-    "click", "sqlite-utils", "pillow", "numpy", "pandas", "pyarrow", "simhash", "openai",
+    "click", "pillow", "numpy", "pandas", "pyarrow", "simhash", "openai",
     "google-genai", "torch", "diffusers", "transformers", "onnxruntime", "sentence-transformers",
     "faiss-cpu", "datasets", "huggingface_hub",
 )
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def redact_argv(argv: list[str]) -> list[str]:
