@@ -120,3 +120,20 @@ def test_images_follow_their_prompt_or_their_cluster(tmp_path, store, run, invok
     original = store.scalar("SELECT image_id FROM image_origins WHERE locator = 'plain5.png'")
     assert image_splits[copy] == image_splits[original]
     assert len(image_splits) == 31
+
+
+def test_an_imported_release_keeps_its_splits(tmp_path, invoke, store):
+    """Merging an earlier imagefolder release: its validation items stay in validation, with their clusters."""
+    from conftest import ROOT
+
+    invoke("01_collect", "imagefolder", ROOT / "examples" / "imagefolder", "--text-as", "both")
+    lines = seed_lines("prompts_filtered_4.0.txt", 300)
+    (tmp_path / "p.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    invoke("01_collect", "text", tmp_path / "p.txt")
+    invoke("08_split", "assign", "--validation", "0.01", "--seed", "3")
+    prompts, images = split_of(store, "prompt"), split_of(store, "image")
+    for row in store.query("SELECT image_id, prompt_id, json_extract(meta, '$.split') AS split FROM image_origins"):
+        assert images[row["image_id"]] == row["split"]
+        assert prompts[row["prompt_id"]] == row["split"]
+    assert "validation" in {row["split"] for row in store.query(
+        "SELECT json_extract(meta, '$.split') AS split FROM image_origins")}

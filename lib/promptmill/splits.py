@@ -4,7 +4,9 @@ A cluster is an item with every item that dedup dropped as its duplicate (follow
 through chains of representatives). The split of a cluster is a function of its
 kept member and the seed: a blake2b hash mapped to [0, 1) and cut at the
 validation and test fractions. New data never moves an existing item, because the
-kept member of an existing cluster does not change when duplicates join it.
+kept member of an existing cluster does not change when duplicates join it. Items
+imported with a split (an earlier release's validation/ folder) keep it, and so
+does the rest of their cluster.
 """
 
 from __future__ import annotations
@@ -121,6 +123,22 @@ def write_assignments(store: Store, run: Run, item_type: str, scope: str, ids: n
     return written
 
 
+SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+
+
+def imported_splits(store: Store, item_type: str) -> dict[int, str]:
+    """item id -> the split its source put it in (an imported release's train/ or validation/ folder, a
+    dataset's split), so merging an earlier release keeps its held-out items held out."""
+    if item_type == "prompt":
+        rows = store.execute("SELECT id, json_extract(meta, '$.split') FROM prompts "
+                             "WHERE json_valid(meta) AND json_extract(meta, '$.split') IS NOT NULL ORDER BY id")
+    else:
+        rows = store.execute("SELECT image_id, json_extract(meta, '$.split') FROM image_origins "
+                             "WHERE json_valid(meta) AND json_extract(meta, '$.split') IS NOT NULL ORDER BY id DESC")
+    return {item_id: SPLIT_NAMES[str(split).lower()] for item_id, split in rows if str(split).lower() in SPLIT_NAMES}
+
+
 def existing_splits(store: Store, item_type: str, scope: str) -> dict[int, str]:
     return dict(store.execute("SELECT item_id, value FROM decisions WHERE item_type = ? AND stage = 'split' "
                               "AND scope = ?", (item_type, scope)))
@@ -137,6 +155,10 @@ def assign_prompts(store: Store, run: Run, scope: str, seed: int, validation: fl
     strata = np.array([source_of.get(int(k), -1) for k in keepers], dtype=np.int64)
     existing = existing_splits(store, "prompt", scope)
     existing_keepers = {int(k): existing[int(i)] for i, k in zip(items.ids, keepers) if int(i) in existing}
+    imported = imported_splits(store, "prompt")
+    for i, k in zip(items.ids.tolist(), keepers.tolist()):
+        if i in imported:
+            existing_keepers.setdefault(k, imported[i])
     u, splits = plan(keepers, strata, "prompt", seed, validation, test, existing_keepers, bool(stratify))
     reasons = [f"cluster of prompt {int(k)}" for k in keepers]
     run.add("prompts assigned", write_assignments(store, run, "prompt", scope, items.ids, u, splits, reasons))
@@ -157,6 +179,7 @@ def assign_images(store: Store, run: Run, scope: str, seed: int, validation: flo
         prompt_of.setdefault(image_id, prompt_id)
     keepers = cluster_keepers(store, "image", items.ids)
     existing = existing_splits(store, "image", scope)
+    imported = imported_splits(store, "image")
     u = np.array([unit_hash(seed, f"image:{int(k)}") for k in keepers])
     splits, reasons = [], []
     for image_id, keeper, value in zip(items.ids.tolist(), keepers.tolist(), u.tolist()):
@@ -164,6 +187,9 @@ def assign_images(store: Store, run: Run, scope: str, seed: int, validation: flo
         if image_id in existing:
             splits.append(existing[image_id])
             reasons.append("already assigned")
+        elif image_id in imported or keeper in imported:
+            splits.append(imported.get(image_id) or imported[keeper])
+            reasons.append("split of the imported source")
         elif prompt_id is not None and prompt_id in prompt_splits:
             splits.append(prompt_splits[prompt_id])
             reasons.append(f"follows prompt {prompt_id}")
