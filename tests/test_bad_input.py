@@ -216,3 +216,28 @@ def test_malformed_label_studio_exports(tmp_path, workdir):
     result = run_script("07_label", "ls-import", truncated, "--db", db, cwd=workdir)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert list(workdir.iterdir()) == []
+
+
+EMPTY_DB_COMMANDS = [
+    ("02_clean", "prompts", "--preset", "basic"), ("02_clean", "images"),
+    ("03_dedup", "prompts"), ("03_dedup", "images"), ("03_dedup", "report"),
+    ("06_caption", "edit", "--add-trigger", "sks"), ("06_caption", "stats"),
+    ("07_label", "ls-export", "{tmp}/tasks.json"),
+    ("08_split", "assign"), ("08_split", "report"),
+    ("09_upload", "imagefolder", "{tmp}/out1"), ("09_upload", "prompts", "{tmp}/out2"),
+    ("09_upload", "pairs", "{tmp}/out3"), ("09_upload", "diff", "a", "b"),
+]
+
+
+@pytest.mark.parametrize("argv", EMPTY_DB_COMMANDS, ids=lambda argv: " ".join(argv[:2]))
+def test_every_command_on_an_empty_database(tmp_path, argv):
+    """Nothing to do is an answer, not a crash: exit 0, or 2 with one line saying what is missing."""
+    from click.testing import CliRunner
+
+    from conftest import load_step
+
+    step, command, *rest = argv
+    args = [command, "--db", str(tmp_path / "db" / "promptmill.db"), *(a.format(tmp=tmp_path) for a in rest)]
+    result = CliRunner().invoke(load_step(step).cli, args)
+    assert result.exit_code in (0, 2), f"{argv}: {result.output}\n{result.exception!r}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

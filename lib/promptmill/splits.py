@@ -226,6 +226,8 @@ def leakage(store: Store, scope: str | None, methods: list[str], features: str =
     items = items.subset(np.isin(items.ids, np.fromiter(split_of, dtype=np.int64, count=len(split_of))))
     splits = np.array([split_of[int(i)] for i in items.ids])
     found = []
+    if len(items.ids) < 2:
+        return found
     for method in methods:
         if method == "exact":
             links = dedup.exact_links(items)
