@@ -116,7 +116,9 @@ def openai(db_path, seeds_path, k_seeds, k_collected, per_call, target, max_requ
                 progress.update(max(0, min(writer.unique, target) - progress.n))
                 return writer.unique >= target
 
-            runner.run_jobs(jobs, should_stop=reached)
+            # Requests in flight are counted as if each brought --per-call new prompts.
+            runner.run_jobs(jobs, should_stop=reached,
+                            hold=lambda: writer.unique + runner.in_flight * per_call >= target)
         if writer.unique < target and not runner.stop_reason:
             run.add("stopped: --max-requests reached")
             click.echo(f"stopped: {max_requests:,} requests gave {writer.unique:,} of {target:,} unique prompts "

@@ -123,3 +123,10 @@ def test_augment_without_endpoint_exits_2_and_dry_run_sends_nothing(tmp_path, in
     monkeypatch.delenv("OPENAI_API_KEY")
     bad = run_script("04_augment", "openai", "--db", tmp_path / "x.db", "--target", "3")
     assert bad.returncode == 2 and "OPENAI_API_KEY" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_concurrency_does_not_pay_for_requests_the_target_does_not_need(tmp_path, invoke, store, fake_openai):
+    """Target 20 at 10 per call needs 2 answers: the other workers wait for them instead of paying."""
+    augment(invoke, fake_openai, "--per-call", "10", "--target", "20", "--concurrency", "8")
+    assert len(augment_rows(store)) >= 20
+    assert fake_openai.stats()["billable"] <= 3

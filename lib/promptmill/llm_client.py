@@ -183,6 +183,7 @@ class CallRunner:
     fatal: bool = False
     spent: float = 0.0
     reserved: float = 0.0
+    in_flight: int = 0
     ledger: Ledger = field(init=False)
 
     def __post_init__(self):
@@ -216,24 +217,35 @@ class CallRunner:
 
     # --- the real thing --------------------------------------------------------------------------
 
-    def run_jobs(self, jobs: Iterable[Job], should_stop: Callable[[], bool] = lambda: False):
-        """Process every job (or until should_stop/budget/quota says stop). Raises RunStopped on quota."""
-        asyncio.run(self._run(jobs, should_stop))
+    def run_jobs(self, jobs: Iterable[Job], should_stop: Callable[[], bool] = lambda: False,
+                 hold: Callable[[], bool] = lambda: False):
+        """Process every job (or until should_stop/budget/quota says stop). Raises RunStopped on quota.
+
+        While `hold()` is true and requests are in flight, no new request starts: the answers
+        under way may be enough (augment's --target), and paying for more would be waste."""
+        asyncio.run(self._run(jobs, should_stop, hold))
         if self.stop_reason:
             click.echo(f"stopped: {self.stop_reason}", err=True)
             if self.fatal:
                 raise RunStopped(self.stop_reason)
 
-    async def _run(self, jobs: Iterable[Job], should_stop):
+    async def _run(self, jobs: Iterable[Job], should_stop, hold):
         self.limiter = RateLimiter(self.settings.rpm, self.settings.tpm)
         iterator = iter(jobs)
 
         async def worker():
             while not self.stop_reason and not should_stop():
+                if self.in_flight and hold():
+                    await asyncio.sleep(0.005)
+                    continue
                 job = next(iterator, None)
                 if job is None:
                     return
-                await self._process(job)
+                self.in_flight += 1
+                try:
+                    await self._process(job)
+                finally:
+                    self.in_flight -= 1
                 if self.progress is not None:
                     self.progress.update(1)
 
