@@ -6,7 +6,7 @@
 # nonsense. Everything else is real. To use real models, pass hub ids instead
 # (see the README): --model stabilityai/stable-diffusion-2, Salesforce/blip-image-captioning-large, ...
 #
-# The LLM steps (04_augment, 07_label describe, 06_caption vlm) run when
+# The LLM steps (04_augment, 07_label describe) run when
 # OPENAI_API_KEY or PROMPTMILL_LLM_BASE_URL (an OpenAI-compatible server) is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,8 @@ step 03_dedup.py images --method sha256,phash
 step 03_dedup.py report
 
 # 04 augment and 07 describe: only with an LLM to talk to.
-if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${PROMPTMILL_LLM_BASE_URL:-}" ]; then
+LLM=""; { [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${PROMPTMILL_LLM_BASE_URL:-}" ]; } && LLM=1
+if [ -n "$LLM" ]; then
   base_url=(); [ -n "${PROMPTMILL_LLM_BASE_URL:-}" ] && base_url=(--base-url "$PROMPTMILL_LLM_BASE_URL")
   step 04_augment.py openai "${base_url[@]}" --target 20 --max-cost 0.50
   step 07_label.py describe "${base_url[@]}" --limit 50 --max-cost 0.50
@@ -71,6 +72,7 @@ step 09_upload.py imagefolder "$OUT/imagefolder" --release demo --text-from prom
 step 09_upload.py parquet "$OUT/parquet" --release demo-parquet --text-from prompt,caption:imported
 step 09_upload.py kohya "$OUT/kohya" --trigger sks --repeats 10 --text-from caption:wd14
 step 09_upload.py prompts "$OUT/prompts" --format jsonl
+[ -n "$LLM" ] && step 09_upload.py pairs "$OUT/pairs" --format jsonl   # description -> prompt pairs from 07_label
 step 09_upload.py check "$OUT/imagefolder"
 step 09_upload.py push your-name/promptmill-demo --release demo --dry-run
 
