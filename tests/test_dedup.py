@@ -26,8 +26,19 @@ def dedup_drops(store, scope_like="%"):
         "AND scope LIKE ?", (scope_like,))}
 
 
+@pytest.fixture(params=["extension", "numpy"])
+def engine(request, monkeypatch):
+    """Each fingerprint test runs through the C extension and through the numpy path it replaces."""
+    if request.param == "numpy":
+        monkeypatch.setattr(fingerprints, "_simhash", None)
+    elif fingerprints._simhash is None:
+        pytest.skip("promptmill._simhash was not built (no C compiler at install time)")
+    assert fingerprints.engine() == ("C extension" if request.param == "extension" else "numpy")
+    return request.param
+
+
 @pytest.mark.parametrize("features", ["word", "wordset", "word2", "char4"])
-def test_fingerprints_equal_the_simhash_package(features):
+def test_fingerprints_equal_the_simhash_package(features, engine):
     lines = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 2500) + seed_lines("prompts_filtered_4.0.txt", 500)
     lines += ["", "!!!", "__init__ ÉCOLE ﬁne", "a", "ΣΊΣΥΦΟΣ ς", "一只猫 在 屋顶", "x\x00y"]
     tokenize = fingerprints.FEATURES[features]
@@ -35,7 +46,7 @@ def test_fingerprints_equal_the_simhash_package(features):
     assert [int(v) for v in ours] == [Simhash(tokenize(line)).value for line in lines]
 
 
-def test_char4_equals_the_package_on_raw_text():
+def test_char4_equals_the_package_on_raw_text(engine):
     lines = seed_lines("openprompts_dedup_085_075_diff_pprc_085wt_075wv.txt", 1000)
     ours = fingerprints.fingerprints(lines, "char4")
     assert [int(v) for v in ours] == [Simhash(fingerprints.fold(line)).value for line in lines]
@@ -46,17 +57,45 @@ def test_char4_equals_the_package_on_raw_text():
 # 16 bits (CJK extension B, mathematical letters that NFKC folds to ASCII).
 EDGE_TEXTS = ["", " ", "  a  ", "ab", "abc", "abcd", "abcde", "a b c d", "Repeat me", "A\tB\nC", "x\x1cy\x01z",
               "\u00a0nb\u2003sp", "𝔘𝔫𝔦 𝒸𝑜𝒹𝑒", "𠀀𠀁 𠀂x", "😀 smile 😀", "İstanbul ß ﬁ", "_", "repeat ME!", "Repeat me",
-              "a" * 70_000 + " b"]
+              "a" * 70_000 + " b",
+              # only punctuation; digits and underscores; one-letter words
+              "!?.,;:-()[]{}'\"/\\@#$%^&*+=<>|~`", "__init__ 42 x_1 3.14 _a_ 007", "I", "a b", "Q!",
+              # words around the 16 bytes a feature keeps inline, and far longer; md5 padding edges
+              "abcdefghijklmnop abcdefghijklmnopq abcdefghijklmno", "Supercalifragilisticexpialidocious x",
+              " ".join("K" * n for n in (1, 2, 3, 4, 5, 27, 28, 31, 32, 55, 56, 57, 63, 64, 65, 119, 120, 121)),
+              # hundreds of features (the vote's 8-bit counters are emptied every 255)
+              " ".join(f"w{i}" for i in range(3000)), "the " * 1000 + "end", "Cat dog " * 400,
+              "long " * 20_000]
 
 
 @pytest.mark.parametrize("features", ["word", "wordset", "word2", "char4"])
-def test_fingerprints_equal_the_package_on_edge_texts(features):
+def test_fingerprints_equal_the_package_on_edge_texts(features, engine):
     tokenize = fingerprints.FEATURES[features]
     ours = fingerprints.fingerprints(EDGE_TEXTS, features)
     assert [int(v) for v in ours] == [Simhash(tokenize(text)).value for text in EDGE_TEXTS]
 
 
-def test_char4_with_more_distinct_letters_than_16_bits_hold():
+@pytest.mark.parametrize("features", ["word", "wordset", "word2", "char4"])
+def test_mixed_batches_keep_order_and_match_texts_alone(features, engine):
+    texts = ["Plain ASCII", "Café crème", "plain ascii", "", "一只猫", "Plain ASCII", "ÉCOLE école", "x"] * 3
+    together = fingerprints.fingerprints(texts, features)
+    alone = [int(fingerprints.fingerprints([text], features)[0]) for text in texts]
+    assert [int(v) for v in together] == alone
+    assert alone == [Simhash(fingerprints.FEATURES[features](text)).value for text in texts]
+
+
+def test_every_code_point_splits_words_as_the_package_regex(monkeypatch):
+    """The extension's letter test (Unicode alphanumerics, '_' and the CJK range) against
+    the regex of the numpy path, for every code point: "x?y" is one word or two."""
+    if fingerprints._simhash is None:
+        pytest.skip("promptmill._simhash was not built (no C compiler at install time)")
+    texts = [f"x{chr(c)}y" for c in range(0x110000)]
+    ours = fingerprints.fingerprints(texts, "word")
+    monkeypatch.setattr(fingerprints, "_simhash", None)
+    assert np.array_equal(ours, fingerprints.fingerprints(texts, "word"))
+
+
+def test_char4_with_more_distinct_letters_than_16_bits_hold(engine):
     letters = [chr(c) for c in [*range(0x4E00, 0x9FA0), *range(0xAC00, 0xD7A4), *range(0x20000, 0x2A6D0)]]
     texts = ["".join(letters[i:i + 12]) for i in range(0, len(letters), 12)]
     assert len(letters) > 0x10000 and all(fingerprints.fold(t) == t for t in texts[::500])

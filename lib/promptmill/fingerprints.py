@@ -1,11 +1,14 @@
 """64-bit simhash fingerprints, bit-identical to the `simhash` package, computed in bulk.
 
 The package hashes every feature with md5 and votes bit by bit, one text at a
-time, at about 2 µs per feature. Here a batch of texts is tokenised in C (one
-byte translation folds case and blanks out non-letters, Arrow splits the words
-and numbers the distinct ones), each distinct feature of the batch is md5-hashed
-once, and the bits are summed per text with one sparse matrix product; the vote
-is the package's (a bit is set when more than half of the features have it).
+time, at about 2 µs per feature. Here each distinct feature of a batch is
+md5-hashed once and the vote is the package's (a bit is set when more than half
+of the features have it). Two engines give the same values:
+- the C extension `promptmill._simhash`, when it was built (setup.py; optional):
+  tokenising, md5 and vote in one pass per text; Unicode folding stays here;
+- numpy, everywhere: a batch is tokenised in C (one byte translation folds case
+  and blanks out non-letters, Arrow splits the words and numbers the distinct
+  ones) and the bits are summed per text with one sparse matrix product.
 Near pairs come from a block index: with ``k + 1`` blocks at least one block of
 two fingerprints within Hamming distance ``k`` is identical (pigeonhole), so
 only texts sharing a block value are compared.
@@ -20,6 +23,11 @@ from collections.abc import Callable, Sequence
 from itertools import compress
 
 import numpy as np
+
+try:
+    from promptmill import _simhash
+except ImportError:  # installed without a C compiler: the numpy path gives the same values
+    _simhash = None
 
 # The package's notion of a letter; its own tokenizer keeps only these characters.
 WORD = re.compile(r"[\w\u4e00-\u9fcc]+")
@@ -245,6 +253,11 @@ def _char4_chunk(texts: Sequence[str]) -> np.ndarray:
 _CHUNK = {"word": _word_chunk, "wordset": _wordset_chunk, "word2": _word2_chunk, "char4": _char4_chunk}
 
 
+def engine() -> str:
+    """Which implementation `fingerprints` uses (both give the same values)."""
+    return "numpy" if _simhash is None else "C extension"
+
+
 def fingerprints(texts: Sequence[str], features: str = "word") -> np.ndarray:
     """uint64 simhash of each text over the named FEATURES, equal to
     ``Simhash(FEATURES[features](text)).value``."""
@@ -253,13 +266,20 @@ def fingerprints(texts: Sequence[str], features: str = "word") -> np.ndarray:
     texts = list(texts)
     distinct = list(dict.fromkeys(texts))  # a repeated text is fingerprinted once
     values = np.zeros(len(distinct), dtype=np.uint64)
-    # ASCII texts (nearly all) and the others apart: a batch of ASCII is folded as bytes.
-    is_ascii = np.fromiter(map(str.isascii, distinct), dtype=bool, count=len(distinct))
-    for part in (is_ascii, ~is_ascii):
-        part_texts = list(compress(distinct, part))
-        rows = np.flatnonzero(part)
-        for start in range(0, len(part_texts), TEXT_CHUNK):
-            values[rows[start:start + TEXT_CHUNK]] = _CHUNK[features](part_texts[start:start + TEXT_CHUNK])
+    if _simhash is not None:
+        # The extension lower-cases ASCII itself; other texts are folded here.
+        folded = [text if text.isascii() else fold(text) for text in distinct]
+        for start in range(0, len(folded), TEXT_CHUNK):
+            packed = _simhash.fingerprints_folded(folded[start:start + TEXT_CHUNK], features)
+            values[start:start + TEXT_CHUNK] = np.frombuffer(packed, dtype=np.uint64)
+    else:
+        # ASCII texts (nearly all) and the others apart: a batch of ASCII is folded as bytes.
+        is_ascii = np.fromiter(map(str.isascii, distinct), dtype=bool, count=len(distinct))
+        for part in (is_ascii, ~is_ascii):
+            part_texts = list(compress(distinct, part))
+            rows = np.flatnonzero(part)
+            for start in range(0, len(part_texts), TEXT_CHUNK):
+                values[rows[start:start + TEXT_CHUNK]] = _CHUNK[features](part_texts[start:start + TEXT_CHUNK])
     if len(distinct) == len(texts):
         return values
     position = dict(zip(distinct, range(len(distinct))))
