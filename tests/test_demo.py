@@ -3,6 +3,8 @@
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,8 @@ def test_demo_runs_every_step_and_says_where_to_look(tmp_path):
     db, out = tmp_path / "demo" / "promptmill.db", tmp_path / "out"
     env = {key: value for key, value in os.environ.items()
            if key not in ("OPENAI_API_KEY", "PROMPTMILL_LLM_BASE_URL")}
-    env.update(PROMPTMILL_DB=str(db), OUT=str(out), PROMPTMILL_PROGRESS="0", OMP_NUM_THREADS="1")
+    env.update(PROMPTMILL_DB=str(db), OUT=str(out), PROMPTMILL_PROGRESS="0", OMP_NUM_THREADS="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")  # as `make demo` does
     result = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
