@@ -19,6 +19,7 @@ import numpy as np
 from promptmill import clusters
 from promptmill.progress import bar
 from promptmill.runs import Run
+from promptmill.state import kept_images_sql, kept_prompts_sql
 from promptmill.store import Store
 from promptmill.text import normalize, text_hash
 
@@ -65,31 +66,6 @@ class Links:
 
 # ---- loading ---------------------------------------------------------------------------------
 
-def _kept_prompt_rows_sql(where: str) -> str:
-    """Kept prompts (same rules as promptmill.state.kept_prompts) ignoring dedup drops of some scopes."""
-    return f"""
-        WITH dropped AS (
-            SELECT DISTINCT item_id FROM decisions
-            WHERE item_type = 'prompt' AND stage IN ('clean', 'dedup') AND verdict = 'drop'
-              AND NOT (stage = 'dedup' AND scope IN (SELECT value FROM json_each(:ignored)))),
-        review AS (
-            SELECT item_id, verdict FROM decisions WHERE id IN (
-                SELECT max(id) FROM decisions WHERE item_type = 'prompt' AND stage = 'review' GROUP BY item_id)),
-        cleaned AS (
-            SELECT item_id, value FROM decisions WHERE id IN (
-                SELECT max(id) FROM decisions WHERE item_type = 'prompt' AND stage = 'clean'
-                  AND verdict = 'keep' AND value IS NOT NULL GROUP BY item_id))
-        SELECT p.id, p.source_id, p.text, cleaned.value, p.norm_hash
-        FROM prompts p
-        LEFT JOIN cleaned ON cleaned.item_id = p.id
-        LEFT JOIN review ON review.item_id = p.id
-        WHERE COALESCE(review.verdict,
-                       CASE WHEN p.id IN (SELECT item_id FROM dropped) THEN 'drop' ELSE 'keep' END) = 'keep'
-          AND ({where})
-        ORDER BY p.id
-    """
-
-
 def _prompt_items(rows) -> Items:
     ids, sources, texts, keys = [], [], [], []
     for prompt_id, source_id, text, cleaned, norm_hash in rows:
@@ -109,7 +85,7 @@ def load_prompts(store: Store, ignored_scopes: list[str], where: str = "1", para
     """Kept prompts matching WHERE (over `p`), as if no drop of `ignored_scopes` had been made."""
     import json
 
-    sql = _kept_prompt_rows_sql(where)
+    sql = kept_prompts_sql(where, "p.id, p.source_id, p.text, cleaned.value, p.norm_hash", ":ignored")
     return _prompt_items(store.execute(sql, {"ignored": json.dumps(ignored_scopes), **(params or {})}))
 
 
@@ -132,21 +108,10 @@ def load_images(store: Store, ignored_scopes: list[str], where: str = "1", param
     """Kept images matching WHERE (over `i`), ignoring drops of `ignored_scopes`."""
     import json
 
-    rows = store.execute(f"""
-        WITH dropped AS (
-            SELECT DISTINCT item_id FROM decisions
-            WHERE item_type = 'image' AND stage IN ('clean', 'dedup', 'score') AND verdict = 'drop'
-              AND NOT (stage = 'dedup' AND scope IN (SELECT value FROM json_each(:ignored)))),
-        review AS (
-            SELECT item_id, verdict FROM decisions WHERE id IN (
-                SELECT max(id) FROM decisions WHERE item_type = 'image' AND stage = 'review' GROUP BY item_id))
-        SELECT i.id, COALESCE((SELECT min(o.source_id) FROM image_origins o WHERE o.image_id = i.id), 0),
-               i.sha256, COALESCE(i.width * i.height, 0)
-        FROM images i LEFT JOIN review ON review.item_id = i.id
-        WHERE COALESCE(review.verdict,
-                       CASE WHEN i.id IN (SELECT item_id FROM dropped) THEN 'drop' ELSE 'keep' END) = 'keep'
-          AND ({where})
-        ORDER BY i.id""", {"ignored": json.dumps(ignored_scopes), **(params or {})}).fetchall()
+    columns = ("i.id, COALESCE((SELECT min(o.source_id) FROM image_origins o WHERE o.image_id = i.id), 0), "
+               "i.sha256, COALESCE(i.width * i.height, 0)")
+    rows = store.execute(kept_images_sql(where, columns, ":ignored"),
+                         {"ignored": json.dumps(ignored_scopes), **(params or {})}).fetchall()
     shas = [r[2] for r in rows]
     return Items(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
                  shas, np.array([text_hash(s) for s in shas], dtype=np.int64),

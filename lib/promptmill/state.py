@@ -21,15 +21,23 @@ def _latest(item_type: str, stage: str, extra: str = "") -> str:
     )
 
 
-def kept_prompts_sql(where: str = "1") -> str:
-    """SELECT id, source_id, text (cleaned) of every kept prompt matching WHERE (over `p`, `s`)."""
+def _dropped(item_type: str, stages: str, ignore_dedup_scopes: str | None) -> str:
+    """Ids with a drop decision; drops by the dedup scopes in the JSON list parameter
+    `ignore_dedup_scopes` (e.g. ':ignored') don't count, so a dedup pass can resume over its own drops."""
+    ignore = (f" AND NOT (stage = 'dedup' AND scope IN (SELECT value FROM json_each({ignore_dedup_scopes})))"
+              if ignore_dedup_scopes else "")
+    return (f"SELECT DISTINCT item_id FROM decisions WHERE item_type = '{item_type}' "
+            f"AND stage IN ({stages}) AND verdict = 'drop'{ignore}")
+
+
+def kept_prompts_sql(where: str = "1", columns: str = "p.id, p.source_id, COALESCE(cleaned.value, p.text) AS text",
+                     ignore_dedup_scopes: str | None = None) -> str:
+    """SELECT COLUMNS (over `p`, `s`, `cleaned`) of every kept prompt matching WHERE, in id order."""
     return f"""
-        WITH dropped AS (
-            SELECT DISTINCT item_id FROM decisions
-            WHERE item_type = 'prompt' AND stage IN ('clean', 'dedup') AND verdict = 'drop'),
+        WITH dropped AS ({_dropped('prompt', "'clean', 'dedup'", ignore_dedup_scopes)}),
         review AS ({_latest('prompt', 'review')}),
         cleaned AS ({_latest('prompt', 'clean', "AND verdict = 'keep' AND value IS NOT NULL")})
-        SELECT p.id, p.source_id, COALESCE(cleaned.value, p.text) AS text
+        SELECT {columns}
         FROM prompts p
         JOIN sources s ON s.id = p.source_id
         LEFT JOIN cleaned ON cleaned.item_id = p.id
@@ -46,14 +54,13 @@ def kept_prompts(store: Store, where: str = "1", params=()) -> Iterator[tuple[in
     yield from store.execute(kept_prompts_sql(where), params)
 
 
-def kept_images_sql(where: str = "1") -> str:
-    """SELECT id, sha256, ext of every kept image matching WHERE (over `i`)."""
+def kept_images_sql(where: str = "1", columns: str = "i.id, i.sha256, i.ext",
+                    ignore_dedup_scopes: str | None = None) -> str:
+    """SELECT COLUMNS (over `i`) of every kept image matching WHERE, in id order."""
     return f"""
-        WITH dropped AS (
-            SELECT DISTINCT item_id FROM decisions
-            WHERE item_type = 'image' AND stage IN ('clean', 'dedup', 'score') AND verdict = 'drop'),
+        WITH dropped AS ({_dropped('image', "'clean', 'dedup', 'score'", ignore_dedup_scopes)}),
         review AS ({_latest('image', 'review')})
-        SELECT i.id, i.sha256, i.ext
+        SELECT {columns}
         FROM images i
         LEFT JOIN review ON review.item_id = i.id
         WHERE COALESCE(review.verdict,
