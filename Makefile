@@ -6,7 +6,8 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint bench browse clean
 
-$(VENV)/.installed: requirements/base.txt requirements/ml.txt requirements/dev.txt pyproject.toml
+$(VENV)/.installed: requirements/base.txt requirements/ml.txt requirements/dev.txt pyproject.toml setup.py \
+		lib/promptmill/_simhash.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
