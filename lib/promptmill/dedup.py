@@ -250,17 +250,10 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
          float(s), int(items.ids[r]), run.id)
         for i, r, s in zip(drops.tolist(), kept[drops].tolist(), scores.tolist())
     ]
-    with bar(total=len(rows), desc=f"{method} decisions", unit="drop") as progress:
-        for start in range(0, len(rows), batch_rows):
-            batch = rows[start:start + batch_rows]
-            with store.transaction() as conn:
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, "
-                    "representative_id, run_id) VALUES (?, ?, 'dedup', 'drop', ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", batch)
-                result.drops_written += conn.total_changes - before
-            progress.update(len(batch))
+    result.drops_written += store.insert_batches(
+        "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, "
+        "representative_id, run_id) VALUES (?, ?, 'dedup', 'drop', ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", rows, batch_rows, f"{method} decisions", "drop")
     with store.transaction():
         store.execute(
             "INSERT INTO dedup_passes (scope, item_type, upto_id, items, pairs, clusters, drops, run_id) "

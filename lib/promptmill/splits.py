@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from promptmill import clusters
-from promptmill.progress import bar
 from promptmill.runs import Run
 from promptmill.store import Store
 
@@ -108,19 +107,10 @@ def write_assignments(store: Store, run: Run, item_type: str, scope: str, ids: n
     """Insert 'assign' decisions in hash order (so a killed stratified run resumes to the same plan)."""
     order = np.lexsort((ids, u))
     rows = [(item_type, int(ids[i]), scope, splits[i], reasons[i], run.id) for i in order.tolist()]
-    written = 0
-    with bar(total=len(rows), desc=f"{item_type} splits", unit=item_type) as progress:
-        for start in range(0, len(rows), WRITE_BATCH):
-            batch = rows[start:start + WRITE_BATCH]
-            with store.transaction() as conn:
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, value, reason, run_id) "
-                    "VALUES (?, ?, 'split', 'assign', ?, 'cluster-hash', ?, ?, ?) "
-                    "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", batch)
-                written += conn.total_changes - before
-            progress.update(len(batch))
-    return written
+    return store.insert_batches(
+        "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, value, reason, run_id) "
+        "VALUES (?, ?, 'split', 'assign', ?, 'cluster-hash', ?, ?, ?) "
+        "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", rows, WRITE_BATCH, f"{item_type} splits", item_type)
 
 
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",

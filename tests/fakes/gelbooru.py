@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fakes.loopback import ThreadedServer
 
 
-class FakeGelbooru:
+class FakeGelbooru(ThreadedServer):
     def __init__(self, posts: list[dict], images: dict[str, bytes], api_key: str = "k3y", user_id: str = "42"):
         self.posts = posts
         self.images = images
@@ -22,20 +24,11 @@ class FakeGelbooru:
         self.faults: list[tuple[str, int, dict]] = []
         self.requests: list[str] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        return self.url
 
     def image_requests(self) -> list[str]:
         return [r for r in self.requests if r.startswith("/images/")]

@@ -23,9 +23,11 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import yaml
+
+from fakes.loopback import ThreadedServer
 
 LFS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".parquet", ".arrow", ".zip", ".bin")
 REGULAR_MAX_BYTES = 10 * 1000 * 1000
@@ -48,7 +50,7 @@ class Repo:
         return self.commits[-1]["oid"] if self.commits else "0" * 40
 
 
-class FakeHub:
+class FakeHub(ThreadedServer):
     def __init__(self, token: str = "hf_faketoken1234567890"):
         self.token = token
         self.repos: dict[str, Repo] = {}
@@ -56,20 +58,11 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.faults: dict[str, list[int]] = {}
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(_handler(self))
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        return self.url
 
     def endpoints_called(self) -> list[str]:
         return [name for name, _ in self.requests]
