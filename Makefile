@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .PHONY: install demo test lint bench browse clean
 
 $(VENV)/.installed: requirements/base.txt requirements/ml.txt requirements/dev.txt pyproject.toml setup.py \
-		lib/promptmill/_simhash.c
+		lib/promptmill/dedup/_simhash.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
@@ -29,8 +29,7 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 browse: install
-	$(VENV)/bin/datasette serve $${PROMPTMILL_DB:-db/promptmill.db} --host 127.0.0.1 -m schema/datasette.yml \
-		--plugins-dir lib/promptmill/datasette_plugins
+	$(VENV)/bin/promptmill browse
 
 clean:
 	rm -rf $(VENV) out

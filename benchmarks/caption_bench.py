@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # tiny_models
 
 WD14_SIZE = 448
 WD14_TAGS = 6000
@@ -82,7 +85,8 @@ def sample_images(store, count: int, side: int) -> list[tuple]:
 
 
 def bench_wd14(store, rows, folder: Path, batch_size: int) -> tuple[float, float]:
-    from promptmill import caption_local, caption_wd14
+    from promptmill.caption import base as caption_local
+    from promptmill.caption import wd14 as caption_wd14
 
     tagger = caption_wd14.load_tagger(str(folder))
     caption_wd14.predict(tagger, [caption_wd14.prepare(caption_local.open_rgb(store, *rows[0][1:]), tagger.size)])
@@ -101,7 +105,8 @@ def bench_wd14(store, rows, folder: Path, batch_size: int) -> tuple[float, float
 def bench_blip(store, rows, folder: Path, batch_size: int) -> tuple[float, float]:
     import torch
 
-    from promptmill import caption_blip, caption_local
+    from promptmill.caption import base as caption_local
+    from promptmill.caption import blip as caption_blip
 
     captioner, processor = caption_blip.load_blip(str(folder), None, "cpu", torch.float32)
     images = [caption_local.open_rgb(store, sha, ext) for _, sha, ext in rows]
@@ -118,7 +123,7 @@ def bench_blip(store, rows, folder: Path, batch_size: int) -> tuple[float, float
 
 def small_blip(folder: Path, quick: bool) -> Path:
     """The tiny test BLIP for --quick; otherwise a small one (384 px, 4 layers of width 256)."""
-    from promptmill.tiny_models import build_tiny_blip
+    from tiny_models import build_tiny_blip
 
     build_tiny_blip(folder)
     if quick:
@@ -143,7 +148,7 @@ def small_blip(folder: Path, quick: bool) -> Path:
 def main(argv=None) -> dict:
     import torch
 
-    from promptmill.store import open_store
+    from promptmill.core.store import open_store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few small images, tiny models")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptmill import paths
+ROOT = Path(__file__).resolve().parents[1]
 
 SUFFIXES = [", trending on artstation", ", 4k", ", highly detailed", ", octane render", " — café au lait",
             ", by greg rutkowski", "  ,  cinematic lighting", ", ﬁne art"]
@@ -27,7 +27,7 @@ SUFFIXES = [", trending on artstation", ", 4k", ", highly detailed", ", octane r
 
 def build_lines(count: int, seed: int = 7) -> list[str]:
     base = []
-    for file in sorted((paths.EXAMPLES_DIR / "prompts").glob("*.txt")):
+    for file in sorted((ROOT / "examples" / "prompts").glob("*.txt")):
         base += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     rng = random.Random(seed)
     lines = []
@@ -44,10 +44,10 @@ def build_lines(count: int, seed: int = 7) -> list[str]:
 
 
 def collect_seconds(path: Path, db_path: Path, worker: bool | None) -> tuple[float, int]:
-    from promptmill.collect import Collector
-    from promptmill.runs import start_run
-    from promptmill.sources import textfile
-    from promptmill.store import open_store
+    from promptmill.collect import textfile
+    from promptmill.collect.base import Collector
+    from promptmill.core.runs import start_run
+    from promptmill.core.store import open_store
 
     started = time.perf_counter()
     store = open_store(db_path)

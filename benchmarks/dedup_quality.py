@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from promptmill import clusters, fingerprints  # noqa: E402
-from promptmill.text import normalize, text_hash  # noqa: E402
+from promptmill.core.text import normalize, text_hash  # noqa: E402
+from promptmill.dedup import clusters, fingerprints  # noqa: E402
 
 SEED_DIR = ROOT.parent / "shared" / "data" / "seed-prompts"
 BOILERPLATE = [", trending on artstation, 8k", ", highly detailed, 4k", ", by greg rutkowski", ", octane render",
@@ -122,14 +122,14 @@ def simhash_links(texts, features, k):
 
 
 def embed(texts):
-    from promptmill import semantic
+    from promptmill.dedup import semantic
 
     model = semantic.load_model()
     return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
 
 
 def semantic_links(vectors, threshold):
-    from promptmill import semantic
+    from promptmill.dedup import semantic
 
     left, right, _ = semantic.similar_pairs(vectors, threshold)
     return left, right

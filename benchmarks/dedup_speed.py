@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dedup_quality  # noqa: E402
 
-from promptmill import fingerprints  # noqa: E402
+from promptmill.dedup import fingerprints  # noqa: E402
 
 
 def corpus(size: int, rng: random.Random) -> list[str]:
@@ -83,7 +83,7 @@ def step_speed(lines: list[str], workdir: Path) -> tuple[float, str]:
 def semantic_speed(texts: list[str]) -> dict:
     import torch
 
-    from promptmill import semantic
+    from promptmill.dedup import semantic
 
     torch.set_num_threads(2)
     model = semantic.load_model(device="cpu")

@@ -32,9 +32,9 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 def build_db(root: Path, images: int):
     from PIL import Image
 
-    from promptmill.collect import Collector, SourceInfo
-    from promptmill.runs import start_run
-    from promptmill.store import open_store
+    from promptmill.collect.base import Collector, SourceInfo
+    from promptmill.core.runs import start_run
+    from promptmill.core.store import open_store
 
     random.seed(0)
     store = open_store(root / "db" / "bench.db")
@@ -77,10 +77,10 @@ def datasets_parquet(store, out: Path) -> int:
 
 
 def ours(store, out: Path, fmt: str) -> int:
-    from promptmill.export_imagefolder import write_imagefolder
-    from promptmill.export_parquet import write_parquet
-    from promptmill.release import image_items, run_export
-    from promptmill.runs import start_run
+    from promptmill.core.runs import start_run
+    from promptmill.release.base import image_items, run_export
+    from promptmill.release.imagefolder import write_imagefolder
+    from promptmill.release.parquet import write_parquet
 
     write = write_imagefolder if fmt == "imagefolder" else write_parquet
     with start_run(store, "09_upload", fmt, {}, argv=["bench"]) as run:

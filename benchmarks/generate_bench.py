@@ -17,9 +17,12 @@ weights, no download. It needs a CUDA GPU. `--quick` runs a tiny pipeline on the
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # tiny_models
 
 SD2_UNET = dict(
     sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, act_fn="silu",
@@ -46,7 +49,7 @@ def sd2_random_pipeline(device: str, dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from promptmill.tiny_models import write_clip_tokenizer
+    from tiny_models import write_clip_tokenizer
 
     vocab = Path(tempfile.mkdtemp(prefix="sd2-vocab-"))
     write_clip_tokenizer(vocab)
@@ -69,7 +72,7 @@ def sd2_random_pipeline(device: str, dtype):
 def tiny_pipeline(device: str, dtype):
     from diffusers import StableDiffusionPipeline
 
-    from promptmill.tiny_models import build_tiny_sd
+    from tiny_models import build_tiny_sd
 
     folder = build_tiny_sd(Path(tempfile.mkdtemp(prefix="tiny-sd-")))
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
@@ -91,10 +94,10 @@ def baseline(pipe, prompts, size, steps, out: Path) -> float:
 
 def batched(pipe, prompts, size, steps, batch_size, db: Path) -> float:
     """Seconds for promptmill.generate's path, database writes included."""
-    from promptmill import generate
-    from promptmill.runs import start_run
-    from promptmill.seeds import image_seed
-    from promptmill.store import open_store
+    from promptmill.core.runs import start_run
+    from promptmill.core.store import open_store
+    from promptmill.generate import diffusion as generate
+    from promptmill.generate.seeds import image_seed
 
     store = open_store(db)
     settings = generate.Settings(model="sd2-random", revision=None, scheduler="DDIMScheduler", steps=steps,
@@ -117,7 +120,7 @@ def batched(pipe, prompts, size, steps, batch_size, db: Path) -> float:
 
 
 def _bench_prompts(store, run, prompts) -> list[int]:
-    from promptmill.text import normalize, text_hash
+    from promptmill.core.text import normalize, text_hash
 
     with store.transaction() as conn:
         source_id = conn.execute("INSERT INTO sources (kind, uri, sha256, run_id) VALUES ('bench', 'bench', ?, ?)",

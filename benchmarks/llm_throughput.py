@@ -18,22 +18,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptmill import paths
+ROOT = Path(__file__).resolve().parents[1]
 
-sys.path.insert(0, str(paths.ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def label_prompts(count: int, concurrency: int, latency: float, workdir: Path) -> dict:
     from fakes.openai_server import FakeOpenAI
-    from promptmill import describe
-    from promptmill.collect import Collector, SourceInfo
-    from promptmill.ledger import Price, PriceTable
-    from promptmill.llm_client import CallRunner, CallSettings
-    from promptmill.openai_chat import OpenAIChat
-    from promptmill.runs import start_run
-    from promptmill.store import open_store
+    from promptmill.collect.base import Collector, SourceInfo
+    from promptmill.core.runs import start_run
+    from promptmill.core.store import open_store
+    from promptmill.label import describe
+    from promptmill.llm.ledger import Price, PriceTable
+    from promptmill.llm.openai_chat import OpenAIChat
+    from promptmill.llm.runner import CallRunner, CallSettings
 
-    lines = [line.strip() for line in (paths.EXAMPLES_DIR / "prompts" / "diffusiondb_style.txt")
+    lines = [line.strip() for line in (ROOT / "examples" / "prompts" / "diffusiondb_style.txt")
              .read_text(encoding="utf-8").splitlines() if line.strip()]
     store = open_store(workdir / f"c{concurrency}-{count}" / "promptmill.db")
     os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-real-key")

@@ -8,12 +8,17 @@
 #
 # The LLM steps (04_augment, 07_label describe) run when
 # OPENAI_API_KEY or PROMPTMILL_LLM_BASE_URL (an OpenAI-compatible server) is set.
+#
+# It writes only to its own two folders, db/demo/ and out/demo/ under DEMO_DIR
+# (default: the checkout), and clears them first; PROMPTMILL_DB and any other
+# database setting of the environment are ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PROMPTMILL_DB="${PROMPTMILL_DB:-db/demo/promptmill.db}"
-OUT="${OUT:-out/demo}"
+DEMO_DIR="${DEMO_DIR:-$PWD}"
+export PROMPTMILL_DB="$DEMO_DIR/db/demo/promptmill.db"
+OUT="$DEMO_DIR/out/demo"
 MODELS=examples/models
-rm -rf "$(dirname "$PROMPTMILL_DB")" "$OUT"
+rm -rf "$DEMO_DIR/db/demo" "$OUT"
 mkdir -p "$OUT"
 step() { echo; echo "\$ python steps/$*"; python "steps/$@"; }
 
@@ -78,6 +83,6 @@ step 09_upload.py push your-name/promptmill-demo --release demo --dry-run
 
 echo
 echo "Done. Look next at:"
-echo "  the database:   make browse PROMPTMILL_DB=$PROMPTMILL_DB   (Datasette on http://127.0.0.1:8001)"
+echo "  the database:   promptmill browse --db $PROMPTMILL_DB   (Datasette on http://127.0.0.1:8001)"
 echo "  the exports:    $OUT/imagefolder  $OUT/parquet  $OUT/kohya  $OUT/prompts"
 echo "  the card:       $OUT/imagefolder/README.md"

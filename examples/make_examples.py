@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from promptmill.core.resources import SCHEMA_DIR
+
 HERE = Path(__file__).resolve().parent
 SEED = 20240611
 BOT = {"id": "1003336000000000001", "name": "dreambot", "discriminator": "0000", "nickname": "DreamBot",
@@ -30,7 +32,8 @@ CHATTER = ["anyone know how to get sharper eyes?", "that one is amazing", "lol",
 
 
 def prompts(file_name: str, count: int, rng: random.Random) -> list[str]:
-    lines = [line.strip() for line in (HERE / "prompts" / file_name).read_text(encoding="utf-8").splitlines()]
+    folder = SCHEMA_DIR / "templates" if file_name == "augment_seeds.txt" else HERE / "prompts"
+    lines = [line.strip() for line in (folder / file_name).read_text(encoding="utf-8").splitlines()]
     lines = [line for line in lines if 20 < len(line) < 220 and "*" not in line and "`" not in line]
     return rng.sample(lines, count)
 
@@ -108,7 +111,7 @@ def midjourney_export(rng: random.Random) -> dict:
 
 
 def messages_export(rng: random.Random) -> dict:
-    chosen = prompts("gpt4_style_seeds.txt", 30, rng)
+    chosen = prompts("augment_seeds.txt", 30, rng)
     messages, when = [], timestamps(60, rng)
     for i, prompt in enumerate(chosen):
         messages.append(message(len(messages), next(when), USERS[i % len(USERS)], prompt))
@@ -164,7 +167,7 @@ def main():
         text = json.dumps(build(rng), indent=2, ensure_ascii=False) + "\n"
         (discord / f"{name}.json").write_text(text, encoding="utf-8")
 
-    captions = prompts("gpt4_style_seeds.txt", 8, rng)
+    captions = prompts("augment_seeds.txt", 8, rng)
     write_images(HERE / "images", captions, rng, sidecars=True)
 
     folder = HERE / "imagefolder"

@@ -11,7 +11,7 @@ selected_tags.csv); the weights are random, so images and captions are noise.
 import sys
 from pathlib import Path
 
-from promptmill.tiny_models import BUILDERS, build_all
+from tiny_models import BUILDERS, build_all
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 

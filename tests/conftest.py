@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from promptmill import paths
-from promptmill.runs import start_run
-from promptmill.store import open_store
+import paths
+from promptmill.core.runs import start_run
+from promptmill.core.store import open_store
 
 ROOT = paths.ROOT
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -8,9 +8,9 @@ import json
 
 from PIL import Image
 
-from promptmill.collect import Collector, SourceInfo
-from promptmill.runs import now
-from promptmill.text import sha256_hex
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.core.runs import now
+from promptmill.core.text import sha256_hex
 
 
 def png_bytes(index: int, size: tuple[int, int] = (32, 24)) -> bytes:

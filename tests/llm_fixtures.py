@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promptmill import paths
+import paths
 
 sys.path.insert(0, str(paths.ROOT / "tests"))
 

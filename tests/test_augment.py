@@ -11,12 +11,12 @@ from llm_fixtures import (  # noqa: F401  (fixtures)
     write_prompts,
 )
 
+import paths
 from conftest import run_script
-from promptmill import paths
-from promptmill.augment import parse_prompts
-from promptmill.llm_client import Unparseable
+from promptmill.augment.fewshot import parse_prompts
+from promptmill.llm.runner import Unparseable
 
-SEEDS = paths.EXAMPLES_DIR / "prompts" / "gpt4_style_seeds.txt"
+SEEDS = paths.SCHEMA_DIR / "templates" / "augment_seeds.txt"
 
 
 def augment(invoke, server, *args, expect=0):
@@ -68,7 +68,7 @@ def test_augment_writes_linked_unique_prompts_up_to_target(tmp_path, invoke, sto
     for link in links:
         per_prompt.setdefault(link["prompt_id"], []).append(link["uri"])
     assert set(per_prompt) == {row["id"] for row in rows}
-    assert all(sum(uri.endswith("gpt4_style_seeds.txt") for uri in uris) == 3 and len(uris) == 5
+    assert all(sum(uri.endswith("augment_seeds.txt") for uri in uris) == 3 and len(uris) == 5
                for uris in per_prompt.values())
     assert "unique prompts added 15" in result.output
     # Same options, target already met: nothing is sent.

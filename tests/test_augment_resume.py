@@ -9,11 +9,11 @@ import time
 import pytest
 from llm_fixtures import FAST_RETRIES
 
+import paths
 from fakes.openai_server import FakeOpenAI
-from promptmill import paths
-from promptmill.store import open_store
+from promptmill.core.store import open_store
 
-SEEDS = paths.EXAMPLES_DIR / "prompts" / "gpt4_style_seeds.txt"
+SEEDS = paths.SCHEMA_DIR / "templates" / "augment_seeds.txt"
 
 
 def augment_argv(db, server):

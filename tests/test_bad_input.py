@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run_script
-from promptmill.store import open_store
+from promptmill.core.store import open_store
 
 CORPUS = ROOT / "tests" / "bad_input"
 INJECTIONS = [line for line in (CORPUS / "injection_prompts.txt").read_text(encoding="utf-8").splitlines() if line]

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from curation_fixtures import add_library
 
-from promptmill import paths
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -36,9 +34,7 @@ def server(store, run):
     store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "datasette", "serve", str(store.path), "--host", "127.0.0.1", "--port", str(port),
-         "-m", str(paths.SCHEMA_DIR / "datasette.yml"),
-         "--plugins-dir", str(paths.ROOT / "lib" / "promptmill" / "datasette_plugins")],
+        [sys.executable, "-m", "datasette", "serve", str(store.path), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

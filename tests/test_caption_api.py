@@ -10,8 +10,8 @@ from PIL import Image
 
 from conftest import run_script
 from fakes.gemini_server import FakeGemini
-from promptmill.collect import Collector, SourceInfo
-from promptmill.llm_client import Job
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.llm.runner import Job
 
 
 def add_images(store, run, n):
@@ -86,8 +86,8 @@ def test_gemini_vertex_mode_builds_vertex_urls(store, run, fake_gemini):
     ready-made credentials, and the request it builds is checked at the fake."""
     from google.oauth2.credentials import Credentials
 
-    from promptmill import gemini as gemini_api
-    from promptmill import reverse_prompt
+    from promptmill.caption import api as reverse_prompt
+    from promptmill.llm import gemini as gemini_api
 
     add_images(store, run, 1)
     client = gemini_api.make_client("demo-project", "europe-west4", fake_gemini.url, 10.0,

@@ -7,12 +7,12 @@ import time
 import pytest
 from curation_fixtures import add_caption, add_images
 
+import paths
 from conftest import run_script
-from promptmill import paths
-from promptmill.caption_edit import EditOps, apply_ops, load_blacklist
-from promptmill.caption_stats import clip_token_estimate
-from promptmill.runs import now, start_run
-from promptmill.store import open_store
+from promptmill.caption.edit import EditOps, apply_ops, load_blacklist
+from promptmill.caption.stats import clip_token_estimate
+from promptmill.core.runs import now, start_run
+from promptmill.core.store import open_store
 
 
 def test_trigger_is_added_once_at_the_chosen_position():

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from promptmill.caption_local import open_rgb
-from promptmill.caption_wd14 import load_tagger, prepare
-from promptmill.images import probe_image
-from promptmill.state import kept_images
-from promptmill.tiny_models import build_all
+from promptmill.caption.base import open_rgb
+from promptmill.caption.wd14 import load_tagger, prepare
+from promptmill.core.images import probe_image
+from promptmill.core.state import kept_images
+from tiny_models import build_all
 
 torch.set_num_threads(1)
 

@@ -2,7 +2,7 @@
 
 import importlib.util
 
-from promptmill import paths
+import paths
 
 
 def test_clean_bench_quick_reports_figure_and_ratio():

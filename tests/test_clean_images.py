@@ -8,8 +8,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from promptmill.collect import Collector, SourceInfo
-from promptmill.runs import start_run
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.core.runs import start_run
 
 
 def encode(size=(128, 96), fmt="PNG", color=(200, 30, 30), noise=False) -> bytes:

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from conftest import seed_lines
-from promptmill.clean_prompts import build_preset, load_preset
-from promptmill.clean_rules import PresetError
-from promptmill.state import kept_prompts
+from promptmill.clean.prompts import build_preset, load_preset
+from promptmill.clean.rules import PresetError
+from promptmill.core.state import kept_prompts
 
 # rule name -> (a text the rule acts on, a text it leaves alone). Transforms: the first is rewritten,
 # the second returned as is. Filters: the first is rejected, the second passes.

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+import paths
 from conftest import run_script, seed_lines
-from promptmill import paths
 
 DECISION_COLUMNS = "item_id, verdict, scope, rule, reason, value"
 

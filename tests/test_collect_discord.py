@@ -1,7 +1,7 @@
 import json
 
 from conftest import ROOT, run_script
-from promptmill.text import hash_author
+from promptmill.core.text import hash_author
 
 EXAMPLES = ROOT / "examples" / "discord"
 
@@ -56,8 +56,8 @@ def test_csv_export(tmp_path, invoke, store):
 
 
 def test_streams_a_big_export_with_small_reads(tmp_path, store, run, monkeypatch):
-    from promptmill.collect import Collector
-    from promptmill.sources import discord
+    from promptmill.collect import discord
+    from promptmill.collect.base import Collector
 
     monkeypatch.setattr(discord, "READ_CHARS", 97)  # every message straddles reads
     messages = [{"id": str(i), "type": "Default", "timestamp": "2023-01-01T00:00:00+00:00",

@@ -31,7 +31,7 @@ def collect(fake, db, *args, env=ENV):
 
 
 def test_posts_with_tags_paging_and_retries(gelbooru, tmp_path, monkeypatch):
-    from promptmill.sources import gelbooru as source
+    from promptmill.collect import gelbooru as source
 
     monkeypatch.setattr(source, "PAGE_LIMIT", 3)
     gelbooru.faults += [("/index.php", 429, {"Retry-After": "0"}), ("/images/", 500, {})]
@@ -44,7 +44,7 @@ def test_posts_with_tags_paging_and_retries(gelbooru, tmp_path, monkeypatch):
     result = CliRunner().invoke(load_step("01_collect").cli, ["gelbooru", "--db", str(db), "--tags", "landscape",
                                 "--limit", "5", "--base-url", gelbooru.base_url, "--delay", "0"])
     assert result.exit_code == 0, result.output
-    from promptmill.store import open_store
+    from promptmill.core.store import open_store
     store = open_store(db)
     origins = store.query("SELECT * FROM image_origins ORDER BY position DESC")
     assert len(origins) == 5 and origins[0]["locator"] == str(gelbooru.posts[0]["id"])

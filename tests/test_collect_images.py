@@ -108,7 +108,7 @@ def test_zip_bomb_limits(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_script("01_collect", "zip", "--db", db, path, "--max-member-bytes", "1000000")
     assert result.returncode == 0, result.stderr
-    from promptmill.store import open_store
+    from promptmill.core.store import open_store
     store = open_store(db)
     assert store.scalar("SELECT reason FROM item_errors") == "unreadable file"
     store.close()

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, seed_lines
-from promptmill.sources.textfile import parse_block
-from promptmill.text import normalize, text_hash
+from promptmill.collect.textfile import parse_block
+from promptmill.core.text import normalize, text_hash
 
 LINE_TEXT = st.text(alphabet=st.sampled_from(list("aZ é.,;:!?-_*\"'`\t\r\x0b\x0c\x1c\x1fﬁß\u00a0\u2028Σ") +
                                              ["Ǆ", "x", " "]), max_size=30)

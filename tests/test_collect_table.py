@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import run_script, seed_lines
-from promptmill.text import hash_author, normalize, text_hash
+from promptmill.core.text import hash_author, normalize, text_hash
 
 
 def diffusiondb_parquet(path, prompts):
@@ -25,7 +25,7 @@ def diffusiondb_parquet(path, prompts):
 
 
 def test_diffusiondb_preset_keeps_generation_settings(tmp_path, invoke, store, monkeypatch):
-    from promptmill.sources import table
+    from promptmill.collect import table
 
     monkeypatch.setattr(table, "BATCH_ROWS", 32)  # several batches
     prompts = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 100)

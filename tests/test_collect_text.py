@@ -5,10 +5,10 @@ import json
 import pytest
 
 from conftest import run_script, seed_lines
-from promptmill.collect import Collector
-from promptmill.runs import start_run
-from promptmill.sources import textfile
-from promptmill.text import normalize, text_hash
+from promptmill.collect import textfile
+from promptmill.collect.base import Collector
+from promptmill.core.runs import start_run
+from promptmill.core.text import normalize, text_hash
 
 
 def test_text_collects_every_line_once(tmp_path, invoke, store):

@@ -9,17 +9,17 @@ import sys
 import pytest
 from llm_fixtures import FAST_RETRIES, example_prompts, write_prompts
 
+import paths
 from conftest import ROOT, run_script
 from fakes.openai_server import FakeOpenAI
-from promptmill import paths
-from promptmill.store import open_store
+from promptmill.core.store import open_store
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tagger(tmp_path_factory):
-    from promptmill.tiny_models import build_all
+    from tiny_models import build_all
 
     return build_all(tmp_path_factory.mktemp("models"), ["tiny-wd14"])["tiny-wd14"]
 

@@ -8,10 +8,9 @@ import yaml
 from curation_fixtures import add_library
 from datasette.app import Datasette
 
-from promptmill import paths
+import paths
 
 METADATA = paths.SCHEMA_DIR / "datasette.yml"
-PLUGINS_DIR = paths.ROOT / "lib" / "promptmill" / "datasette_plugins"
 
 
 @pytest.fixture
@@ -24,8 +23,7 @@ def library(store, run, invoke):
 @pytest.fixture
 def datasette(store, library):
     store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return Datasette([str(store.path)], metadata=yaml.safe_load(METADATA.read_text()),
-                     plugins_dir=str(PLUGINS_DIR))
+    return Datasette([str(store.path)])  # the plugin and its metadata come through the entry point
 
 
 def get(datasette, path):

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from simhash import Simhash
 
 from conftest import ROOT, SEED_PROMPTS, run_script, seed_lines
-from promptmill import clusters, fingerprints
-from promptmill.store import open_store
+from promptmill.core.store import open_store
+from promptmill.dedup import clusters, fingerprints
 
 
 def write_lines(path, lines):
@@ -250,7 +250,7 @@ def test_images_phash_finds_resized_copies(tmp_path, run, store):
 
     from PIL import Image
 
-    from promptmill.collect import Collector, SourceInfo
+    from promptmill.collect.base import Collector, SourceInfo
 
     def png(image):
         buffer = io.BytesIO()

@@ -9,22 +9,22 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from promptmill.store import open_store
+from promptmill.core.store import open_store
 
 pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_every_step_and_says_where_to_look(tmp_path):
-    db, out = tmp_path / "demo" / "promptmill.db", tmp_path / "out"
+    db, out = tmp_path / "db" / "demo" / "promptmill.db", tmp_path / "out" / "demo"
     env = {key: value for key, value in os.environ.items()
            if key not in ("OPENAI_API_KEY", "PROMPTMILL_LLM_BASE_URL")}
-    env.update(PROMPTMILL_DB=str(db), OUT=str(out), PROMPTMILL_PROGRESS="0", OMP_NUM_THREADS="1",
+    env.update(DEMO_DIR=str(tmp_path), PROMPTMILL_PROGRESS="0", OMP_NUM_THREADS="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")  # as `make demo` does
     result = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "skipping 04_augment and 07_label describe" in result.stdout
-    assert "make browse" in result.stdout and str(out) in result.stdout
+    assert "promptmill browse" in result.stdout and str(out) in result.stdout
 
     store = open_store(db)
     steps = {row["step"] for row in store.query("SELECT step FROM runs WHERE status = 'ok'")}

@@ -9,10 +9,10 @@ import time
 import pytest
 from llm_fixtures import FAST_RETRIES, example_prompts, write_prompts
 
+import paths
 from conftest import run_script
 from fakes.openai_server import FakeOpenAI
-from promptmill import paths
-from promptmill.store import open_store
+from promptmill.core.store import open_store
 
 PROMPTS = 60
 CONCURRENCY = 4

@@ -14,11 +14,11 @@ import time
 import pytest
 import torch
 
+import paths
 from conftest import ROOT, run_script
-from promptmill import paths
-from promptmill.seeds import image_seed
-from promptmill.store import open_store
-from promptmill.tiny_models import build_all
+from promptmill.core.store import open_store
+from promptmill.generate.seeds import image_seed
+from tiny_models import build_all
 
 torch.set_num_threads(1)
 TINY = ["--steps", "2", "--width", "32", "--height", "32"]

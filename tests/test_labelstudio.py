@@ -9,11 +9,11 @@ import urllib.parse
 import pytest
 from curation_fixtures import add_caption, add_decision, add_images, add_label
 
+import paths
 from conftest import run_script
-from promptmill import paths
-from promptmill.labelstudio import DEFAULT_CONFIG, read_config
-from promptmill.runs import start_run
-from promptmill.store import open_store
+from promptmill.core.runs import start_run
+from promptmill.core.store import open_store
+from promptmill.label.labelstudio import DEFAULT_CONFIG, read_config
 
 SSLQ = paths.EXAMPLES_DIR / "labelstudio"
 

@@ -12,9 +12,9 @@ from llm_fixtures import (  # noqa: F401  (fixtures)
     write_prompts,
 )
 
-from promptmill.ledger import idempotency_key, load_prices
-from promptmill.llm_client import TokenBucket
-from promptmill.openai_chat import retry_after_seconds
+from promptmill.llm.ledger import idempotency_key, load_prices
+from promptmill.llm.openai_chat import retry_after_seconds
+from promptmill.llm.runner import TokenBucket
 
 
 def labelled(invoke, tmp_path, server, n, *args, expect=0):

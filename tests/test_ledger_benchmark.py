@@ -1,6 +1,6 @@
 import importlib.util
 
-from promptmill import paths
+import paths
 
 
 def test_llm_throughput_quick_runs_and_pays_once():

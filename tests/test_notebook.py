@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from promptmill import paths
+import paths
 
 NOTEBOOK = paths.ROOT / "notebooks" / "walkthrough.ipynb"
 

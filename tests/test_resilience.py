@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from llm_fixtures import FAST_RETRIES
 
+import paths
 from conftest import SEED_PROMPTS
 from fakes.openai_server import FakeOpenAI
-from promptmill import paths
-from promptmill.store import open_store
+from promptmill.core.store import open_store
 
 pytestmark = [pytest.mark.resilience, pytest.mark.slow]
 
@@ -221,7 +221,7 @@ def prepared(tmp_path: Path, *setup: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from promptmill.tiny_models import build_all
+    from tiny_models import build_all
 
     return build_all(tmp_path_factory.mktemp("resilience-models"), ["tiny-sd", "tiny-blip"])
 
@@ -263,7 +263,7 @@ def test_dedup(tmp_path, rng):
 
 
 def test_augment_pays_each_request_once(tmp_path, rng):
-    seeds = paths.EXAMPLES_DIR / "prompts" / "gpt4_style_seeds.txt"
+    seeds = paths.SCHEMA_DIR / "templates" / "augment_seeds.txt"
     lines = write_lines(tmp_path / "lines.txt", prompt_lines(200))
     base = prepared(tmp_path, step_argv("01_collect", "text", "--db", "{db}", lines))
     with FakeOpenAI(latency=0.15) as server:

@@ -5,8 +5,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import load_step, seed_lines
-from promptmill.collect import Collector, SourceInfo
-from promptmill.state import split_of
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.core.state import split_of
 
 
 def write_lines(path, lines):
@@ -72,7 +72,7 @@ def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):
     invoke("01_collect", "text", first, second, db=fresh)
     invoke("03_dedup", "prompts", db=fresh)
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3", db=fresh)
-    from promptmill.store import open_store
+    from promptmill.core.store import open_store
 
     other = open_store(fresh)
     assert split_of(other, "prompt") == after

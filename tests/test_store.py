@@ -5,8 +5,8 @@ import subprocess
 import sys
 import textwrap
 
-from promptmill.runs import redact_argv, start_run
-from promptmill.store import migration_files, open_store
+from promptmill.core.runs import redact_argv, start_run
+from promptmill.core.store import migration_files, open_store
 
 
 def test_open_applies_every_migration_once(db_path):
@@ -64,8 +64,8 @@ def test_sigkilled_run_is_shown_interrupted_by_next_run(db_path):
     open_store(db_path).close()
     code = textwrap.dedent(f"""
         import time
-        from promptmill.store import open_store
-        from promptmill.runs import start_run
+        from promptmill.core.store import open_store
+        from promptmill.core.runs import start_run
         store = open_store({str(db_path)!r})
         with start_run(store, "01_collect", "text", {{}}, argv=[]):
             print("started", flush=True)
@@ -86,8 +86,8 @@ def test_sigterm_marks_run_interrupted(db_path):
     open_store(db_path).close()
     code = textwrap.dedent(f"""
         import time
-        from promptmill.store import open_store
-        from promptmill.runs import start_run
+        from promptmill.core.store import open_store
+        from promptmill.core.runs import start_run
         store = open_store({str(db_path)!r})
         with start_run(store, "01_collect", "text", {{}}, argv=[]):
             print("started", flush=True)

@@ -2,7 +2,7 @@
 
 import importlib.util
 
-from promptmill import paths
+import paths
 
 
 def test_export_bench_quick():

@@ -10,8 +10,8 @@ import yaml
 from upload_fixtures import build_release_db, jsonl, sha256_tree
 
 from conftest import run_script
-from promptmill.hub_check import check_folder
-from promptmill.release import MARKER, STAGING
+from promptmill.release.base import MARKER, STAGING
+from promptmill.release.check import check_folder
 
 
 @pytest.fixture
@@ -78,9 +78,9 @@ def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cach
     from datasets import load_dataset
     from upload_fixtures import image_bytes
 
-    from promptmill.collect import Collector, SourceInfo
-    from promptmill.export_parquet import ROWS_PER_GROUP, write_parquet
-    from promptmill.release import ExportFolder, image_items
+    from promptmill.collect.base import Collector, SourceInfo
+    from promptmill.release.base import ExportFolder, image_items
+    from promptmill.release.parquet import ROWS_PER_GROUP, write_parquet
 
     collector = Collector(store, run, SourceInfo(kind="zip", uri="more.zip", sha256="d" * 64))
     for position in range(1, 231):
@@ -309,8 +309,8 @@ def test_check_reports_what_the_viewer_rejects(tmp_path):
 
 
 def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monkeypatch):
-    from promptmill import export_imagefolder
-    from promptmill.release import image_items, run_export
+    from promptmill.release import imagefolder as export_imagefolder
+    from promptmill.release.base import image_items, run_export
 
     monkeypatch.setattr(export_imagefolder, "IMAGES_PER_FOLDER", 4)
     out = tmp_path / "big"
@@ -324,7 +324,7 @@ def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monke
 
 
 def test_text_from_follows_edits_and_falls_back_in_order(store, ids, invoke):
-    from promptmill.release import image_items
+    from promptmill.release.base import image_items
 
     invoke("06_caption", "edit", "--kind", "wd14", "--add-trigger", "sks", "--position", "start")
     by_image = {item["image_id"]: item["text"] for item in image_items(store, "caption:wd14")}

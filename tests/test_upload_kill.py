@@ -9,10 +9,10 @@ import time
 import pytest
 from upload_fixtures import image_bytes, sha256_tree
 
-from promptmill import paths
-from promptmill.collect import Collector, SourceInfo
-from promptmill.release import MARKER, STAGING
-from promptmill.runs import start_run
+import paths
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.core.runs import start_run
+from promptmill.release.base import MARKER, STAGING
 
 
 @pytest.mark.resilience

@@ -8,7 +8,7 @@ from upload_fixtures import build_release_db, sha256_tree
 
 from conftest import run_script
 from fakes.hub_server import FakeHub
-from promptmill.release import MARKER
+from promptmill.release.base import MARKER
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import json
 
 from PIL import Image
 
-from promptmill.collect import Collector, SourceInfo
-from promptmill.images import probe_image
-from promptmill.runs import start_run
-from promptmill.store import Store
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.core.images import probe_image
+from promptmill.core.runs import start_run
+from promptmill.core.store import Store
 
 NOW = "2026-01-01T00:00:00.000000Z"
 

@@ -1,36 +1,114 @@
-"""What every step script shares: the --db option, one-line errors, the run and its summary."""
+"""The `promptmill` command: one group per step, and what every step command shares.
+
+`promptmill collect text …` and `python steps/01_collect.py text …` run the
+same click group. The library raises :class:`~promptmill.core.errors.PromptmillError`;
+only here does it become one line on stderr and an exit status.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import sys
+from pathlib import Path
 
 import click
 
-from promptmill.runs import Run, start_run
-from promptmill.store import default_db_path, open_store
+from promptmill import __version__
+from promptmill.core.errors import BadInput, PromptmillError
+from promptmill.core.runs import Run, start_run
+from promptmill.core.store import default_db_path, open_store
+
+__all__ = ["BadInput", "StepGroup", "db_option", "main", "promptmill", "step_run"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+DB_META = "promptmill.db"
+
+# command name -> (module holding its click group, the step it runs)
+STEPS = {
+    "collect": "promptmill.collect.cli",
+    "clean": "promptmill.clean.cli",
+    "dedup": "promptmill.dedup.cli",
+    "augment": "promptmill.augment.cli",
+    "generate": "promptmill.generate.cli",
+    "caption": "promptmill.caption.cli",
+    "label": "promptmill.label.cli",
+    "split": "promptmill.split.cli",
+    "upload": "promptmill.release.cli",
+    "browse": "promptmill.datasette.cli",
+}
 
 
-class BadInput(click.ClickException):
-    """An unusable command (missing file, wrong option): one line on stderr, exit 2."""
+class Failure(click.ClickException):
+    """A library error on its way out of click: its message, its exit status."""
 
-    exit_code = 2
+    def __init__(self, error: PromptmillError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+def _remember_db(ctx: click.Context, _param, value):
+    """`--db` given to a group applies to the command under it (`promptmill --db X collect text …`)."""
+    if value is not None:
+        ctx.meta[DB_META] = value
+    return value
+
+
+def _group_db_option(f):
+    return click.option("--db", "group_db", default=None, envvar="PROMPTMILL_DB", expose_value=False,
+                        is_eager=True, callback=_remember_db, type=click.Path(dir_okay=False),
+                        help="The promptmill database (also $PROMPTMILL_DB), before or after the sub-command.")(f)
+
+
+class StepGroup(click.Group):
+    """A step's group: takes `--db` before its sub-command and turns library errors into exit codes."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        kwargs.setdefault("no_args_is_help", True)
+        super().__init__(*args, **kwargs)
+        _group_db_option(self)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PromptmillError as exc:
+            raise Failure(exc) from None
+
+
+def _default_db() -> str:
+    ctx = click.get_current_context(silent=True)
+    return (ctx.meta.get(DB_META) if ctx else None) or default_db_path()
 
 
 def db_option(f):
     return click.option(
-        "--db", "db_path", default=default_db_path, show_default="db/promptmill.db or $PROMPTMILL_DB",
-        envvar="PROMPTMILL_DB", type=click.Path(dir_okay=False),
+        "--db", "db_path", default=_default_db, show_default="db/promptmill.db or $PROMPTMILL_DB",
+        type=click.Path(dir_okay=False),
         help="The promptmill database (its image blobs live beside it).",
     )(f)
 
 
+def recorded_params(ctx: click.Context | None) -> dict:
+    """Every option of the command as click parsed it (paths as text, the database path left out)."""
+    if ctx is None:
+        return {}
+    values = {}
+    for name, value in ctx.params.items():
+        if name == "db_path":
+            continue
+        values[name] = json.loads(json.dumps(value, default=str))
+    return values
+
+
 @contextlib.contextmanager
 def step_run(db_path: str, step: str, command: str, params: dict):
-    """Open the store, record a run, yield (store, run), then print the run's summary."""
+    """Open the store, record a run with every parsed option plus PARAMS, yield (store, run), print a summary."""
     store = open_store(db_path)
     try:
-        with start_run(store, step, command, params) as run:
+        recorded = {**recorded_params(click.get_current_context(silent=True)), **params}
+        with start_run(store, step, command, recorded) as run:
             yield store, run
         print_summary(run)
     finally:
@@ -42,10 +120,39 @@ def print_summary(run: Run):
     click.echo(f"{run.step} {run.command}: {counts} (run {run.id})", err=True)
 
 
-def main(group: click.Group):
-    """Run a step's click group; usage errors become one line and exit status 2."""
+class Promptmill(click.Group):
+    """The top command: step groups are imported when named, so `promptmill -h` stays instant."""
+
+    def list_commands(self, ctx):
+        return list(STEPS)
+
+    def get_command(self, ctx, name):
+        if name not in STEPS:
+            return None
+        return importlib.import_module(STEPS[name]).cli
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PromptmillError as exc:
+            raise Failure(exc) from None
+
+
+@click.group(cls=Promptmill, context_settings=CONTEXT_SETTINGS, no_args_is_help=True)
+@click.version_option(__version__, "--version", prog_name="promptmill")
+@_group_db_option
+def promptmill():
+    """Build text-to-image datasets with full provenance in one SQLite database.
+
+    The steps in order: collect, clean, dedup, augment, generate, caption, label, split, upload;
+    `browse` opens the database in Datasette.
+    """
+
+
+def main(group: click.Group = promptmill):
+    """Run a click group; usage errors become one line and exit status 2, never a traceback."""
     try:
-        group.main(standalone_mode=False)
+        group.main(standalone_mode=False, prog_name=Path(sys.argv[0]).name)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
@@ -55,10 +162,13 @@ def main(group: click.Group):
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except PromptmillError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -1,0 +1,72 @@
+"""CLIP score of a generated image against its prompt: the cosine of their CLIP embeddings.
+
+Low scores flag generations that lost the prompt (noise, blank or off-topic
+images); `--min-score` turns them into 'score' drop decisions. LAION's
+CLIP-ViT-H-14 with 0.3 is a common noise filter; ViT-L/14 scores run lower.
+"""
+
+from __future__ import annotations
+
+from promptmill.core.store import Store
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14"
+
+
+def load_clip(model: str, revision: str | None, device: str, dtype):
+    from transformers import CLIPModel, CLIPProcessor
+
+    from promptmill.core.errors import BadInput
+
+    try:
+        processor = CLIPProcessor.from_pretrained(model, revision=revision)
+        clip = CLIPModel.from_pretrained(model, revision=revision, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot load CLIP model {model!r}: {str(exc).splitlines()[0]}") from exc
+    return clip.to(device).eval(), processor
+
+
+def score_batch(clip, processor, images: list, texts: list[str]) -> list[float]:
+    """Cosine of each image with its own text (prompts longer than CLIP's 77 tokens are truncated)."""
+    import torch
+
+    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, truncation=True,
+                       max_length=processor.tokenizer.model_max_length).to(clip.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(clip.dtype)
+    with torch.inference_mode():
+        out = clip(**inputs)
+    image = torch.nn.functional.normalize(out.image_embeds.float(), dim=-1)
+    text = torch.nn.functional.normalize(out.text_embeds.float(), dim=-1)
+    return (image * text).sum(dim=-1).tolist()
+
+
+def unscored_generations(store: Store, hash_: str, limit: int | None = None) -> list[tuple]:
+    """(image id, sha256, ext, prompt id, prompt text) of kept generated images not yet scored."""
+    from promptmill.core.state import kept_images_sql
+
+    done = set(store.execute("SELECT image_id, prompt_id FROM scores WHERE kind = 'clip' AND params_hash = ?",
+                             (hash_,)))
+    rows = store.execute(
+        f"SELECT DISTINCT k.id, k.sha256, k.ext, g.prompt_id, g.prompt_text FROM ({kept_images_sql()}) k "
+        "JOIN generations g ON g.image_id = k.id ORDER BY k.id, g.prompt_id, g.prompt_text").fetchall()
+    seen, pending = set(), []
+    for row in rows:
+        key = (row[0], row[3])
+        if key in done or key in seen:
+            continue
+        seen.add(key)
+        pending.append(row)
+    return pending[:limit] if limit else pending
+
+
+def drop_below(store: Store, run, hash_: str, min_score: float) -> int:
+    """A 'score' drop decision for every image whose CLIP score (these parameters) is below MIN_SCORE."""
+    with store.transaction() as conn:
+        before = conn.total_changes
+        conn.execute(
+            "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, run_id) "
+            "SELECT 'image', image_id, 'score', 'drop', ?, 'clipscore', "
+            "printf('CLIP score %.4f < %g', min(value), ?), min(value), ? "
+            "FROM scores WHERE kind = 'clip' AND params_hash = ? GROUP BY image_id HAVING min(value) < ? "
+            "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING",
+            (f"clipscore<{min_score:g}:{hash_}", min_score, run.id, hash_, min_score))
+        return conn.total_changes - before

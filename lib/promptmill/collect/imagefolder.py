@@ -1,0 +1,176 @@
+"""Images with their captions from a folder (or a ZIP, see ``archive``).
+
+Two layouts: a Hugging Face imagefolder (``metadata.jsonl`` or ``metadata.csv``
+with a relative ``file_name`` and a text column, optionally in split folders
+``train/``, ``validation/``, ``test/``) — which is also what 09_upload writes,
+so releases can be merged back — or plain images with sidecar ``.txt`` /
+``.caption`` files (the kohya layout). Positions are the order of the sorted
+member names, so a re-run or a resumed run sees the same numbering.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from promptmill.collect.base import Collector, SourceInfo, folder_sha256
+from promptmill.core.images import is_image_name
+from promptmill.core.progress import bar
+
+METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
+SPLIT_FOLDERS = ("train", "validation", "test")
+SIDECAR_SUFFIXES = (".txt", ".caption")
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+TEXT_AS = ("caption", "prompt", "both")
+
+
+class FolderTree:
+    """Regular files under a folder, by relative POSIX name. Symlinks are reported, not followed."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.problems: list[tuple[str, str, str]] = []  # (name, reason, detail)
+        self.names: list[str] = []
+        for path in sorted(self.root.rglob("*")):
+            name = path.relative_to(self.root).as_posix()
+            if path.is_symlink():
+                self.problems.append((name, "symlink", "symbolic links are not followed"))
+            elif path.is_file() and not any(part.startswith(".") for part in PurePosixPath(name).parts):
+                self.names.append(name)
+        self._names = set(self.names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def size(self, name: str) -> int:
+        return (self.root / name).stat().st_size
+
+    def read(self, name: str, limit: int = MAX_IMAGE_BYTES) -> bytes:
+        with open(self.root / name, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"over {limit} bytes")
+        return data
+
+
+def _text(tree, name: str) -> str:
+    return tree.read(name).decode("utf-8", errors="replace").strip()
+
+
+def metadata_files(tree) -> list[str]:
+    """metadata.jsonl/csv at the top or in split folders (one extension per dataset, jsonl first)."""
+    for file_name in METADATA_NAMES:
+        found = [n for n in tree.names if PurePosixPath(n).name == file_name
+                 and (PurePosixPath(n).parent.as_posix() in (".", *SPLIT_FOLDERS))]
+        if found:
+            return found
+    return []
+
+
+def metadata_rows(tree, name: str) -> Iterator[tuple[dict | None, str | None]]:
+    """(row, problem) per line of a metadata file."""
+    text = tree.read(name).decode("utf-8", errors="replace")
+    if name.endswith(".csv"):
+        for row in csv.DictReader(io.StringIO(text)):
+            yield row, None
+        return
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield None, f"malformed JSON: {exc}"
+            continue
+        yield (row, None) if isinstance(row, dict) else (None, "not a JSON object")
+
+
+def safe_member(folder: str, file_name: str) -> str | None:
+    """The member name file_name points at inside the tree, or None if it escapes it."""
+    if not file_name or file_name.startswith(("/", "\\")) or ":" in PurePosixPath(file_name).parts[0]:
+        return None
+    parts = [p for p in PurePosixPath(folder, file_name.replace("\\", "/")).parts if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def items(tree, text_column: str) -> Iterator[dict]:
+    """Every image of the tree with its text, or a problem, in a stable order."""
+    for name, reason, detail in tree.problems:
+        yield {"name": name, "problem": (reason, detail)}
+    metadata = metadata_files(tree)
+    if metadata:
+        for meta_name in metadata:
+            folder = PurePosixPath(meta_name).parent.as_posix()
+            split = folder if folder in SPLIT_FOLDERS else None
+            for row_number, (row, problem) in enumerate(metadata_rows(tree, meta_name), 1):
+                locator = f"{meta_name}#{row_number}"
+                if problem:
+                    yield {"name": locator, "problem": ("bad metadata row", problem)}
+                    continue
+                member = safe_member(folder, str(row.get("file_name") or ""))
+                if member is None:
+                    yield {"name": locator, "problem": ("path outside folder", str(row.get("file_name")))}
+                elif member not in tree:
+                    yield {"name": locator, "problem": ("missing file", member)}
+                else:
+                    text = row.get(text_column)
+                    extra = {k: v for k, v in row.items() if k not in ("file_name", text_column)}
+                    if split:
+                        extra["split"] = split
+                    yield {"name": member, "text": None if text is None else str(text), "meta": extra}
+        return
+    for name in tree.names:
+        if not is_image_name(name):
+            continue
+        stem = str(PurePosixPath(name).with_suffix(""))
+        sidecar = next((stem + s for s in SIDECAR_SUFFIXES if stem + s in tree), None)
+        yield {"name": name, "text": _text(tree, sidecar) if sidecar else None, "meta": {}}
+
+
+def collect_tree(collector: Collector, tree, text_column: str = "text", text_as: str = "caption",
+                 label: str = "images") -> int:
+    """Store every image of the tree with its caption and/or prompt; return the items seen."""
+    run = collector.run
+    position = 0
+    with bar(None, label, "img") as progress:
+        for position, item in enumerate(items(tree, text_column), 1):
+            progress.update()
+            if collector.seen(position):
+                continue
+            if "problem" in item:
+                reason, detail = item["problem"]
+                collector.add_error(position, reason, detail, item["name"])
+                continue
+            try:
+                data = tree.read(item["name"])
+            except Exception as exc:  # a damaged file or member is this item's problem, not the run's
+                collector.add_error(position, "unreadable file", f"{type(exc).__name__}: {exc}", item["name"])
+                continue
+            text = item["text"]
+            collector.add_image(
+                position, data, item["name"],
+                caption=text if text_as in ("caption", "both") else None,
+                prompt=text if text_as in ("prompt", "both") else None,
+                meta=item["meta"] or None,
+            )
+            if text is None:
+                run.add("images without text")
+    return position
+
+
+def source_info(root: Path, text_column: str, text_as: str) -> SourceInfo:
+    return SourceInfo(kind="imagefolder", uri=str(root), sha256=folder_sha256(root),
+                      options={"text_column": text_column, "text_as": text_as},
+                      bytes=sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()))
+
+
+def folder_tree(root: Path) -> FolderTree:
+    if not os.path.isdir(root):
+        raise NotADirectoryError(root)
+    return FolderTree(root)

@@ -1,0 +1,188 @@
+"""One `runs` row per step invocation: what ran, with what, where, and how it ended.
+
+A run starts as ``running`` and ends ``ok``, ``failed`` or ``interrupted``
+(SIGINT/SIGTERM). A run left ``running`` by a SIGKILL is marked
+``interrupted`` by the next run that opens the database and finds its process gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from promptmill import __version__
+from promptmill.core.store import Store
+
+SECRET_OPTION = re.compile(r"(key|token|secret|password|passwd|auth|credential)", re.I)
+SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})")
+SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "GOOGLE_API_KEY", "GEMINI_API_KEY", "GELBOORU_API_KEY",
+              "GELBOORU_USER_ID", "HUGGING_FACE_HUB_TOKEN")
+REDACTED = "[redacted]"
+TRACKED_LIBRARIES = (
+    "click", "pillow", "numpy", "pandas", "pyarrow", "simhash", "openai",
+    "google-genai", "torch", "diffusers", "transformers", "onnxruntime", "sentence-transformers",
+    "faiss-cpu", "datasets", "huggingface_hub",
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """Hide option values whose names look secret, values that look like keys, and env secrets."""
+    env_secrets = {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        if arg.startswith("--") and SECRET_OPTION.search(arg.split("=", 1)[0]):
+            if "=" in arg:
+                out.append(arg.split("=", 1)[0] + "=" + REDACTED)
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        if SECRET_VALUE.match(arg) or arg in env_secrets:
+            out.append(REDACTED)
+            continue
+        for secret in env_secrets:
+            arg = arg.replace(secret, REDACTED)
+        out.append(arg)
+    return out
+
+
+def code_version() -> str:
+    """`git describe` of the checkout when running from one, else the package version."""
+    checkout = Path(__file__).resolve().parents[3]
+    if not (checkout / ".git").exists() or not (checkout / "steps").is_dir():
+        return __version__
+    with contextlib.suppress(Exception):
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=checkout,
+            capture_output=True, text=True, timeout=5,
+        )
+        if result.returncode == 0 and result.stdout.strip():
+            return f"{__version__}+{result.stdout.strip()}"
+    return __version__
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in TRACKED_LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped by its parent) is not running.
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    return True
+
+
+def mark_abandoned_runs(store: Store) -> int:
+    """Runs still 'running' whose process on this host is gone were killed: say so."""
+    host = socket.gethostname()
+    stale = [
+        row["id"] for row in store.query("SELECT id, pid, host FROM runs WHERE status = 'running'")
+        if row["host"] == host and row["pid"] and not pid_alive(row["pid"])
+    ]
+    if stale:
+        with store.transaction():
+            store.conn.executemany(
+                "UPDATE runs SET status = 'interrupted', error = 'process ended without finishing "
+                "(killed)' WHERE id = ? AND status = 'running'",
+                [(run_id,) for run_id in stale],
+            )
+    return len(stale)
+
+
+class Interrupted(Exception):
+    """Raised inside a run when SIGTERM arrives, so it ends as 'interrupted'."""
+
+
+class Run:
+    """A started run. Count outcomes with :meth:`add`; the context manager closes it."""
+
+    def __init__(self, store: Store, step: str, command: str | None, params: dict,
+                 argv: list[str] | None = None):
+        self.store = store
+        self.step = step
+        self.command = command
+        self.params = params
+        self.counts: Counter = Counter()
+        argv = list(sys.argv if argv is None else argv)
+        mark_abandoned_runs(store)
+        with store.transaction():
+            cursor = store.execute(
+                "INSERT INTO runs (step, command, argv, params, code_version, library_versions, host, "
+                "pid, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                (step, command, json.dumps(redact_argv(argv)), json.dumps(params, default=str, sort_keys=True),
+                 code_version(), json.dumps(library_versions()), socket.gethostname(), os.getpid(), now()),
+            )
+        self.id = cursor.lastrowid
+
+    def add(self, key: str, n: int = 1):
+        self.counts[key] += n
+
+    def save_counts(self):
+        """Store the counts so far (long runs call this now and then)."""
+        with self.store.transaction():
+            self.store.execute("UPDATE runs SET counts = ? WHERE id = ?",
+                               (json.dumps(dict(self.counts), sort_keys=True), self.id))
+
+    def finish(self, status: str, error: str | None = None):
+        with self.store.transaction():
+            self.store.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, counts = ?, error = ? WHERE id = ?",
+                (status, now(), json.dumps(dict(self.counts), sort_keys=True), error, self.id),
+            )
+
+    def __enter__(self):
+        self._old_term = signal.getsignal(signal.SIGTERM)
+        with contextlib.suppress(ValueError):  # not in the main thread
+            signal.signal(signal.SIGTERM, _raise_interrupted)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, self._old_term)
+        if self.store.conn.in_transaction:
+            self.store.execute("ROLLBACK")
+        if exc_type is None:
+            self.finish("ok")
+        elif issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
+            self.finish("interrupted", f"{exc_type.__name__}: stopped by signal")
+        else:
+            self.finish("failed", f"{exc_type.__name__}: {exc}")
+        return False
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+def start_run(store: Store, step: str, command: str | None = None, params: dict | None = None,
+              argv: list[str] | None = None) -> Run:
+    return Run(store, step, command, params or {}, argv)

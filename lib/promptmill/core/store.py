@@ -1,0 +1,204 @@
+"""The provenance store: one SQLite database plus a content-addressed blob folder.
+
+Open it with :func:`open_store`. The schema comes from the numbered SQL files in
+``schema/migrations``, applied in order on open and recorded in
+``schema_migrations``. Writers use :meth:`Store.transaction` (``BEGIN
+IMMEDIATE``) so several steps can write to one WAL database at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from promptmill.core import resources
+from promptmill.core.errors import BadInput
+
+DEFAULT_DB = "db/promptmill.db"
+BUSY_TIMEOUT_MS = 60_000
+
+
+def default_db_path() -> str:
+    return os.environ.get("PROMPTMILL_DB") or DEFAULT_DB
+
+
+class Store:
+    """A connection to the database and the blob store beside it."""
+
+    def __init__(self, path: str | os.PathLike, conn: sqlite3.Connection):
+        self.path = Path(path)
+        self.conn = conn
+        self.blobs = BlobStore(self.path.parent / "blobs")
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """A write transaction taken up front, so concurrent writers queue instead of deadlocking."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def execute(self, sql: str, params=()):
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params=()) -> list[dict]:
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
+
+    def scalar(self, sql: str, params=()):
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def insert_batches(self, sql: str, rows: list[tuple], batch_rows: int, desc: str, unit: str) -> int:
+        """executemany ROWS in transactions of BATCH_ROWS with a progress bar; return the rows inserted
+        (an ON CONFLICT DO NOTHING statement skips what a killed run already wrote)."""
+        from promptmill.core.progress import bar
+
+        written = 0
+        with bar(total=len(rows), desc=desc, unit=unit) as progress:
+            for start in range(0, len(rows), batch_rows):
+                batch = rows[start:start + batch_rows]
+                with self.transaction() as conn:
+                    before = conn.total_changes
+                    conn.executemany(sql, batch)
+                    written += conn.total_changes - before
+                progress.update(len(batch))
+        return written
+
+    def count(self, table: str, where: str = "1", params=()) -> int:
+        return self.scalar(f"SELECT count(*) FROM [{table}] WHERE {where}", params)
+
+    def close(self):
+        self.conn.close()
+
+
+class BlobStore:
+    """Files named by the sha256 of their bytes: ``blobs/ab/cd/<sha256>.<ext>``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path_for(self, sha256: str, ext: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / f"{sha256}.{ext}"
+
+    def put(self, data: bytes, ext: str, sha256: str | None = None) -> tuple[str, Path]:
+        """Store bytes once; return (sha256, path). Written to a temp file and renamed, so a
+        kill never leaves a half-written blob under its final name."""
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        target = self.path_for(sha256, ext)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return sha256, target
+
+
+def connect(path: str | os.PathLike) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                           check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def open_store(path: str | os.PathLike | None = None) -> Store:
+    """Open (creating if needed) the database and bring its schema up to date."""
+    path = Path(path or default_db_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    migrate(conn)
+    return Store(path, conn)
+
+
+def require_database(path: str | os.PathLike) -> Path:
+    """The path of an existing promptmill database; a missing or foreign file is a BadInput, never a new
+    empty database (a mistyped --db must not answer "nothing yet")."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"no database at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        raise BadInput(f"{path} is not a promptmill database") from None
+    return path
+
+
+def migration_files() -> list[tuple[int, str, Path]]:
+    """The numbered SQL migrations shipped in the package; none found means a broken install."""
+    found = []
+    for file in sorted(resources.SCHEMA_DIR.joinpath("migrations").glob("*.sql")):
+        number, _, name = file.stem.partition("_")
+        found.append((int(number), name, file))
+    if not found:
+        raise RuntimeError(f"no migrations in {resources.SCHEMA_DIR}: the promptmill install is incomplete")
+    return sorted(found)
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply every migration not yet recorded, each in its own transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL "
+        "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    done = []
+    for version, name, file in migration_files():
+        if version in applied:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                conn.execute("COMMIT")
+                continue
+            for statement in split_sql(file.read_text()):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done.append(version)
+    return done
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement knows about triggers)."""
+    statements, current = [], []
+    for line in script.splitlines(keepends=True):
+        current.append(line)
+        candidate = "".join(current)
+        if sqlite3.complete_statement(candidate):
+            if candidate.strip():
+                statements.append(candidate)
+            current = []
+    rest = "".join(current).strip()
+    if rest and not all(line.strip().startswith("--") for line in rest.splitlines() if line.strip()):
+        statements.append(rest)
+    return statements

@@ -1,0 +1,351 @@
+"""Deduplication passes: find linked items, cluster them, keep one per cluster, record the rest.
+
+A *pass* runs one method (exact, simhash, semantic; sha256, phash for images)
+under a *scope*, the string that names its configuration. Its candidates are the
+kept items, ignoring drops made under the same scope, so a pass killed half way
+recomputes the same answer and only inserts what is missing. A finished pass
+appends a `dedup_passes` row with the highest id it compared; the next pass
+compares only newer items, against everything kept (older items are then
+references: never dropped). ``--against`` adds a fixed reference set the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from promptmill.core.progress import bar
+from promptmill.core.runs import Run
+from promptmill.core.state import kept_images_sql, kept_prompts_sql
+from promptmill.core.store import Store
+from promptmill.core.text import normalize, text_hash
+from promptmill.dedup import clusters
+
+PROMPT_METHODS = ("exact", "simhash", "semantic")
+IMAGE_METHODS = ("sha256", "phash")
+WRITE_BATCH = 20_000
+
+
+@dataclass
+class Items:
+    """The items of one pass, in id order, as parallel arrays."""
+
+    ids: np.ndarray
+    source_ids: np.ndarray
+    texts: list[str]          # cleaned text (prompts) or sha256 (images)
+    keys: np.ndarray          # exact-match key: normalised-text hash, or sha256 hash
+    sizes: np.ndarray         # for the 'longest' rule: text length or pixel count
+    fixed: np.ndarray = field(default=None)  # reference items: never dropped
+
+    def __post_init__(self):
+        if self.fixed is None:
+            self.fixed = np.zeros(len(self.ids), dtype=bool)
+
+    def subset(self, mask: np.ndarray) -> Items:
+        return Items(self.ids[mask], self.source_ids[mask], [t for t, m in zip(self.texts, mask) if m],
+                     self.keys[mask], self.sizes[mask], self.fixed[mask])
+
+    @staticmethod
+    def concat(first: Items, second: Items) -> Items:
+        return Items(np.concatenate([first.ids, second.ids]), np.concatenate([first.source_ids, second.source_ids]),
+                     first.texts + second.texts, np.concatenate([first.keys, second.keys]),
+                     np.concatenate([first.sizes, second.sizes]), np.concatenate([first.fixed, second.fixed]))
+
+
+@dataclass
+class Links:
+    """Pairs of item indices a method found similar, with its score for any pair."""
+
+    left: np.ndarray
+    right: np.ndarray
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    reason: str  # format with score, e.g. "hamming {score:g}"
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+def _prompt_items(rows) -> Items:
+    ids, sources, texts, keys = [], [], [], []
+    for prompt_id, source_id, text, cleaned, norm_hash in rows:
+        ids.append(prompt_id)
+        sources.append(source_id)
+        if cleaned is not None and cleaned != text:
+            texts.append(cleaned)
+            keys.append(text_hash(normalize(cleaned)))
+        else:
+            texts.append(text)
+            keys.append(norm_hash)
+    return Items(np.array(ids, dtype=np.int64), np.array(sources, dtype=np.int64), texts,
+                 np.array(keys, dtype=np.int64), np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+
+
+def load_prompts(store: Store, ignored_scopes: list[str], where: str = "1", params: dict | None = None) -> Items:
+    """Kept prompts matching WHERE (over `p`), as if no drop of `ignored_scopes` had been made."""
+    import json
+
+    sql = kept_prompts_sql(where, "p.id, p.source_id, p.text, cleaned.value, p.norm_hash", ":ignored")
+    return _prompt_items(store.execute(sql, {"ignored": json.dumps(ignored_scopes), **(params or {})}))
+
+
+def load_prompts_by_id(store: Store, ids: list[int]) -> Items:
+    """Given prompts whatever their state (reference items of a release), with their cleaned text."""
+    rows = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows += store.execute(
+            f"""SELECT p.id, p.source_id, p.text,
+                   (SELECT d.value FROM decisions d WHERE d.item_type = 'prompt' AND d.item_id = p.id
+                      AND d.stage = 'clean' AND d.verdict = 'keep' AND d.value IS NOT NULL
+                    ORDER BY d.id DESC LIMIT 1), p.norm_hash
+                FROM prompts p WHERE p.id IN ({marks})""", chunk).fetchall()
+    return _prompt_items(sorted(rows))
+
+
+def load_images(store: Store, ignored_scopes: list[str], where: str = "1", params: dict | None = None) -> Items:
+    """Kept images matching WHERE (over `i`), ignoring drops of `ignored_scopes`."""
+    import json
+
+    columns = ("i.id, COALESCE((SELECT min(o.source_id) FROM image_origins o WHERE o.image_id = i.id), 0), "
+               "i.sha256, COALESCE(i.width * i.height, 0)")
+    rows = store.execute(kept_images_sql(where, columns, ":ignored"),
+                         {"ignored": json.dumps(ignored_scopes), **(params or {})}).fetchall()
+    shas = [r[2] for r in rows]
+    return Items(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
+                 shas, np.array([text_hash(s) for s in shas], dtype=np.int64),
+                 np.array([r[3] for r in rows], dtype=np.int64))
+
+
+# ---- reference sets ---------------------------------------------------------------------------
+
+def resolve_sources(store: Store, values: tuple[str, ...]) -> list[int]:
+    """Source ids from ids, paths or file names; raises ValueError naming what matched nothing."""
+    found = []
+    for value in values:
+        rows = store.execute("SELECT id FROM sources WHERE CAST(id AS TEXT) = ? OR uri = ? OR uri LIKE ? "
+                             "ORDER BY id", (value, value, f"%/{value}")).fetchall()
+        if not rows:
+            raise ValueError(f"no source matches {value!r}")
+        found += [r[0] for r in rows]
+    return sorted(set(found))
+
+
+def reference_ids(store: Store, item_type: str, spec: str) -> list[int]:
+    """Item ids of `source:ID|PATH`, `split:NAME` or `release:NAME` (a bare value is tried in that order)."""
+    kind, _, value = spec.partition(":") if ":" in spec else ("", "", spec)
+    if kind not in ("", "source", "split", "release"):
+        kind, value = "", spec
+    if kind in ("", "source"):
+        try:
+            sources = resolve_sources(store, (value,))
+        except ValueError:
+            if kind:
+                raise
+        else:
+            table = "prompts" if item_type == "prompt" else "image_origins"
+            column = "id" if item_type == "prompt" else "image_id"
+            marks = ",".join("?" * len(sources))
+            return [r[0] for r in store.execute(
+                f"SELECT DISTINCT {column} FROM {table} WHERE source_id IN ({marks})", sources)]
+    if kind in ("", "split"):
+        rows = store.execute(
+            "SELECT item_id FROM decisions WHERE id IN (SELECT max(id) FROM decisions WHERE item_type = ? "
+            "AND stage = 'split' GROUP BY item_id) AND value = ?", (item_type, value)).fetchall()
+        if rows:
+            return [r[0] for r in rows]
+    if kind in ("", "release"):
+        rows = store.execute(
+            "SELECT DISTINCT ri.item_id FROM release_items ri JOIN releases r ON r.id = ri.release_id "
+            "WHERE r.name = ? AND ri.item_type = ?", (value, item_type)).fetchall()
+        if rows:
+            return [r[0] for r in rows]
+    raise ValueError(f"--against {spec!r} matches no source, split or release")
+
+
+# ---- methods ------------------------------------------------------------------------------------
+
+def exact_links(items: Items) -> Links:
+    """Items with the same key (hash of the normalised text, or sha256)."""
+    order = np.argsort(items.keys, kind="stable")
+    keys = items.keys[order]
+    same = np.flatnonzero(keys[1:] == keys[:-1])
+    # Link each member to its predecessor in sorted order: spans the group.
+    left, right = order[same], order[same + 1]
+    useful = ~(items.fixed[left] & items.fixed[right])
+    return Links(left[useful], right[useful], lambda a, b: np.ones(len(a)), "same normalised text")
+
+
+def simhash_links(items: Items, features: str, k: int, values: np.ndarray | None = None) -> Links:
+    from promptmill.dedup.fingerprints import fingerprints, hamming, near_pairs
+
+    values = fingerprints(items.texts, features) if values is None else values
+    left, right, _ = near_pairs(values, k, items.fixed)
+    return Links(left, right, lambda a, b: hamming(values[a], values[b]).astype(float), "hamming {score:g}")
+
+
+# ---- a pass ----------------------------------------------------------------------------------------
+
+@dataclass
+class PassResult:
+    scope: str
+    method: str
+    items: int = 0
+    compared: int = 0
+    pairs: int = 0
+    clusters: int = 0
+    drops: int = 0
+    drops_written: int = 0
+
+
+def last_pass(store: Store, scope: str, item_type: str) -> int | None:
+    return store.scalar("SELECT max(upto_id) FROM dedup_passes WHERE scope = ? AND item_type = ?",
+                        (scope, item_type))
+
+
+def dropped_by(store: Store, scope: str, item_type: str) -> np.ndarray:
+    return np.array([r[0] for r in store.execute(
+        "SELECT item_id FROM decisions WHERE item_type = ? AND stage = 'dedup' AND verdict = 'drop' "
+        "AND scope = ?", (item_type, scope))], dtype=np.int64)
+
+
+def prepare(store: Store, items: Items, scope: str, item_type: str) -> Items | None:
+    """Items for a pass: those this scope already compared become references (or go, if it dropped
+    them); None when nothing is new."""
+    done_upto = last_pass(store, scope, item_type)
+    if done_upto is None:
+        return items if (~items.fixed).any() else None
+    old = items.ids <= done_upto
+    if not (~old & ~items.fixed).any():
+        return None
+    gone = np.isin(items.ids, dropped_by(store, scope, item_type)) & old & ~items.fixed
+    items = items.subset(~gone)
+    items.fixed = items.fixed | (items.ids <= done_upto)
+    return items
+
+
+def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, items: Items,
+             find_links: Callable[[Items], Links], keep: str, source_priority: list[int] | None = None,
+             batch_rows: int = WRITE_BATCH) -> PassResult:
+    """Link, cluster, keep one per cluster, and write a drop decision for every other member."""
+    result = PassResult(scope, method, items=len(items.ids))
+    prepared = prepare(store, items, scope, item_type)
+    if prepared is None:
+        return result
+    items = prepared
+    result.compared = int((~items.fixed).sum())
+    links = find_links(items)
+    result.pairs = len(links.left)
+    roots = clusters.union_find(len(items.ids), links.left, links.right)
+    rank = clusters.keep_order(items.ids, items.sizes, items.source_ids, keep, source_priority)
+    kept = clusters.representatives(roots, rank, items.fixed)
+    drops = clusters.dropped(roots, kept, items.fixed)
+    result.clusters = len(np.unique(roots[drops]))
+    result.drops = len(drops)
+    scores = links.score(drops, kept[drops]) if len(drops) else np.zeros(0)
+    rows = [
+        (item_type, int(items.ids[i]), scope, method,
+         links.reason.format(score=float(s)) + f" to {item_type} {int(items.ids[r])}",
+         float(s), int(items.ids[r]), run.id)
+        for i, r, s in zip(drops.tolist(), kept[drops].tolist(), scores.tolist())
+    ]
+    result.drops_written += store.insert_batches(
+        "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, "
+        "representative_id, run_id) VALUES (?, ?, 'dedup', 'drop', ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", rows, batch_rows, f"{method} decisions", "drop")
+    with store.transaction():
+        store.execute(
+            "INSERT INTO dedup_passes (scope, item_type, upto_id, items, pairs, clusters, drops, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (scope, item_type, int(items.ids[~items.fixed].max()), result.compared, result.pairs,
+             result.clusters, result.drops, run.id))
+    return result
+
+
+def scope_name(method_scope: str, keep: str, sources: list[int] | None, against: str | None,
+               source_priority: list[int] | None = None) -> str:
+    """The configuration a pass's decisions belong to; the same options give the same scope."""
+    parts = [method_scope, f"keep={keep}"]
+    if keep == "source-priority":
+        parts.append("priority=" + ",".join(map(str, source_priority or [])))
+    if sources:
+        parts.append("source=" + ",".join(map(str, sources)))
+    if against:
+        parts.append(f"against={against}")
+    return ";".join(parts)
+
+
+# ---- report ------------------------------------------------------------------------------------------
+
+def report(store: Store, item_type: str, largest: int = 5, examples: int = 3) -> list[dict]:
+    """Per scope: passes, items compared, links, clusters, drops, and the largest clusters with examples."""
+    out = []
+    for row in store.query(
+            "SELECT scope, count(*) AS passes, sum(items) AS compared, sum(pairs) AS pairs, "
+            "sum(clusters) AS clusters FROM dedup_passes WHERE item_type = ? GROUP BY scope ORDER BY min(run_id)",
+            (item_type,)):
+        row["drops"] = store.scalar(
+            "SELECT count(*) FROM decisions WHERE item_type = ? AND stage = 'dedup' AND scope = ? "
+            "AND verdict = 'drop'", (item_type, row["scope"]))
+        biggest = store.query(
+            "SELECT representative_id AS kept, count(*) + 1 AS size FROM decisions WHERE item_type = ? "
+            "AND stage = 'dedup' AND scope = ? AND verdict = 'drop' GROUP BY representative_id "
+            "ORDER BY size DESC, kept LIMIT ?", (item_type, row["scope"], largest))
+        for cluster in biggest:
+            members = [cluster["kept"]] + [r[0] for r in store.execute(
+                "SELECT item_id FROM decisions WHERE item_type = ? AND stage = 'dedup' AND scope = ? "
+                "AND representative_id = ? ORDER BY item_id LIMIT ?",
+                (item_type, row["scope"], cluster["kept"], examples - 1))]
+            if item_type == "prompt":
+                texts = dict(store.execute(
+                    f"SELECT id, text FROM prompts WHERE id IN ({','.join('?' * len(members))})", members))
+            else:
+                texts = dict(store.execute(
+                    f"SELECT id, sha256 FROM images WHERE id IN ({','.join('?' * len(members))})", members))
+            cluster["examples"] = [(m, texts.get(m)) for m in members]
+        row["largest"] = biggest
+        out.append(row)
+    return out
+
+
+# ---- images ---------------------------------------------------------------------------------------------
+
+def image_phashes(store: Store, run: Run, items: Items, batch: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 perceptual hash, readable mask) of each image, computing and caching missing hashes.
+
+    An unreadable image gets an `image_phashes` row with its error, is counted, is never
+    retried, and takes no part in phash clusters."""
+    import imagehash
+    from PIL import Image
+
+    known = dict(store.execute("SELECT image_id, phash FROM image_phashes"))
+    ext_of = dict(store.execute("SELECT id, ext FROM images"))
+    missing = [(int(i), sha) for i, sha in zip(items.ids, items.texts) if int(i) not in known]
+    with bar(total=len(missing), desc="phash", unit="image") as progress:
+        for start in range(0, len(missing), batch):
+            rows = []
+            for image_id, sha in missing[start:start + batch]:
+                try:
+                    with Image.open(store.blobs.path_for(sha, ext_of[image_id])) as image:
+                        rows.append((image_id, str(imagehash.phash(image.convert("RGB"))), None, run.id))
+                except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's problem
+                    rows.append((image_id, None, f"{type(exc).__name__}: {exc}"[:300], run.id))
+                    run.add("images unreadable")
+            with store.transaction() as conn:
+                conn.executemany("INSERT INTO image_phashes (image_id, phash, error, run_id) VALUES (?, ?, ?, ?) "
+                                 "ON CONFLICT DO NOTHING", rows)
+                conn.executemany("UPDATE images SET phash = ? WHERE id = ? AND phash IS NULL",
+                                 [(h, i) for i, h, _, _ in rows if h])
+            known.update((i, h) for i, h, _, _ in rows)
+            progress.update(len(rows))
+    readable = np.array([bool(known.get(int(i))) for i in items.ids], dtype=bool)
+    values = np.array([int(known[int(i)], 16) if ok else 0 for i, ok in zip(items.ids, readable)], dtype=np.uint64)
+    return values, readable
+
+
+def phash_links(values: np.ndarray, k: int, fixed: np.ndarray) -> Links:
+    from promptmill.dedup.fingerprints import hamming, near_pairs
+
+    left, right, _ = near_pairs(values, k, fixed)
+    return Links(left, right, lambda a, b: hamming(values[a], values[b]).astype(float), "phash hamming {score:g}")

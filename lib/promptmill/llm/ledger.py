@@ -1,0 +1,167 @@
+"""The ledger of paid API calls (`api_calls`): idempotency keys, lookups, writes and cost.
+
+Every request to a paid service gets a key: the hash of provider, model, the
+canonical request body and the item it is for. Before a request is sent the
+ledger is asked for a stored successful response under that key; when there is
+one it is reused, so a resumed or repeated run never pays twice. Cost comes from
+the price table `schema/prices.toml`, which a user file can override.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promptmill.core import resources
+from promptmill.core.runs import now
+
+DEFAULT_PRICES = resources.SCHEMA_DIR / "prices.toml"
+
+
+def canonical_json(value) -> str:
+    """One spelling per value: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def idempotency_key(provider: str, model: str, request: dict, item: str | None) -> str:
+    """sha256 of provider, model, canonical request body and item: equal keys are the same paid call."""
+    return hashlib.sha256(canonical_json([provider, model, request, item]).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float
+    output: float
+    cached_input: float
+
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
+        cached = min(tokens_cached or 0, tokens_in or 0)
+        return ((tokens_in or 0) - cached) * self.input / 1e6 + cached * self.cached_input / 1e6 \
+            + (tokens_out or 0) * self.output / 1e6
+
+
+@dataclass
+class PriceTable:
+    """Per-model prices in USD per million tokens; unknown models cost None and warn once."""
+
+    prices: dict[str, Price]
+    warned: set = field(default_factory=set)
+
+    def lookup(self, *models: str | None) -> Price | None:
+        for model in models:
+            if not model:
+                continue
+            if model in self.prices:
+                return self.prices[model]
+            prefixes = [name for name in self.prices if model.startswith(name)]
+            if prefixes:
+                return self.prices[max(prefixes, key=len)]
+        return None
+
+    def cost(self, model: str, tokens_in: int | None, tokens_out: int | None, tokens_cached: int | None = 0,
+             resolved_model: str | None = None) -> float | None:
+        price = self.lookup(model, resolved_model)
+        if price is None:
+            if model not in self.warned:
+                self.warned.add(model)
+                print(f"warning: no price for model {model!r} in the price table; its cost is recorded "
+                      f"as unknown (add it with --prices FILE)", file=sys.stderr)
+            return None
+        return price.cost(tokens_in or 0, tokens_out or 0, tokens_cached or 0)
+
+
+def load_prices(override: str | os.PathLike | None = None) -> PriceTable:
+    """The bundled table, with the entries of OVERRIDE (or $PROMPTMILL_PRICES) replacing it model by model."""
+    table = _read_prices(DEFAULT_PRICES)
+    override = override or os.environ.get("PROMPTMILL_PRICES")
+    if override:
+        table.update(_read_prices(Path(override)))
+    return PriceTable(table)
+
+
+def _read_prices(path: Path) -> dict[str, Price]:
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    prices = {}
+    for model, entry in data.get("models", {}).items():
+        prices[model] = Price(float(entry["in"]), float(entry["out"]), float(entry.get("cached_in", entry["in"])))
+    return prices
+
+
+@dataclass
+class Outcome:
+    """What happened to one logical request, however many attempts it took."""
+
+    status: str                       # 'ok' or 'failed'
+    response: dict | None = None      # JSON as received (last attempt)
+    http_status: int | None = None
+    attempts: int = 0
+    error_class: str | None = None
+    error_message: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cached: int | None = None
+    tokens_reasoning: int | None = None
+    resolved_model: str | None = None
+    request_id: str | None = None
+    latency_s: float | None = None
+    value: object = None              # the parsed result (not stored: derived from response)
+    fatal: bool = False               # the run must stop (e.g. the account has no quota left)
+
+
+class Ledger:
+    """Reads and writes `api_calls` for one run."""
+
+    def __init__(self, store, run, prices: PriceTable):
+        self.store = store
+        self.run = run
+        self.prices = prices
+
+    def find(self, key: str) -> dict | None:
+        """The stored successful call for KEY, else the latest failed one, else None."""
+        row = self.store.query(
+            "SELECT * FROM api_calls WHERE idempotency_key = ? ORDER BY status = 'ok' DESC, id DESC LIMIT 1",
+            (key,))
+        return row[0] if row else None
+
+    def paid_keys(self, keys: list[str]) -> set[str]:
+        """Which of KEYS already have a stored successful response."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(k for (k,) in self.store.execute(
+                f"SELECT idempotency_key FROM api_calls WHERE status = 'ok' AND idempotency_key IN ({marks})",
+                chunk))
+        return found
+
+    def spent_this_run(self) -> float:
+        return self.store.scalar("SELECT COALESCE(sum(cost_usd), 0) FROM api_calls WHERE run_id = ?",
+                                 (self.run.id,))
+
+    def record(self, conn, key: str, provider: str, model: str, request: dict, outcome: Outcome,
+               item_type: str | None = None, item_id: int | None = None) -> tuple[int, float | None]:
+        """Insert the call (inside the caller's transaction); return (api_calls id, cost in USD)."""
+        cost = None
+        if outcome.tokens_in is not None or outcome.tokens_out is not None:
+            cost = self.prices.cost(model, outcome.tokens_in, outcome.tokens_out, outcome.tokens_cached,
+                                    outcome.resolved_model)
+        cursor = conn.execute(
+            "INSERT INTO api_calls (idempotency_key, provider, model, resolved_model, item_type, item_id, "
+            "request, response, status, http_status, attempts, error_class, error_message, tokens_in, "
+            "tokens_out, tokens_cached, tokens_reasoning, cost_usd, latency_s, request_id, created_at, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, provider, model, outcome.resolved_model, item_type, item_id, canonical_json(request),
+             None if outcome.response is None else json.dumps(outcome.response, ensure_ascii=False),
+             outcome.status, outcome.http_status, outcome.attempts, outcome.error_class,
+             (outcome.error_message or None) and outcome.error_message[:2000], outcome.tokens_in,
+             outcome.tokens_out, outcome.tokens_cached, outcome.tokens_reasoning, cost,
+             None if outcome.latency_s is None else round(outcome.latency_s, 4), outcome.request_id, now(),
+             self.run.id),
+        )
+        return cursor.lastrowid, cost

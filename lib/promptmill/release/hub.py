@@ -1,0 +1,89 @@
+"""Publishing a release folder to a Hugging Face dataset repository.
+
+The folder is checked against the release's manifest first, so what lands on
+the Hub is exactly what the database says the release contains. The token
+comes only from ``HF_TOKEN``; the endpoint from ``HF_ENDPOINT`` (as
+huggingface_hub reads it). ``upload_folder`` skips files the repository
+already holds unchanged, so pushing again after an interruption resends
+only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from promptmill.core.errors import BadInput, PromptmillError
+from promptmill.core.runs import Run, now
+from promptmill.core.store import Store
+from promptmill.release.base import MARKER, STAGING, sha256_file
+
+
+class PushFailed(PromptmillError):
+    """The Hub refused or could not be reached: one line, exit 1."""
+
+
+def progress_disabled() -> bool:
+    """The same rule as promptmill.progress.bar, applied to huggingface_hub's own bars."""
+    setting = os.environ.get("PROMPTMILL_PROGRESS", "auto")
+    return setting == "0" or (setting == "auto" and not sys.stderr.isatty())
+
+
+def verify_folder(folder: Path, manifest: dict[str, str]) -> list[str]:
+    """Differences between the folder and the manifest ([] when they match)."""
+    if not folder.is_dir():
+        return [f"{folder} does not exist"]
+    found = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+             if p.is_file() and p.name != MARKER and STAGING not in p.relative_to(folder).parts}
+    problems = [f"missing {name}" for name in sorted(manifest.keys() - found)]
+    problems += [f"not in the release: {name}" for name in sorted(found - manifest.keys())]
+    problems += [f"changed: {name}" for name in sorted(manifest.keys() & found)
+                 if sha256_file(folder / name) != manifest[name]]
+    return problems
+
+
+def commit_message(release: dict) -> str:
+    return f"Release {release['name']} ({release['format']}, manifest {release['manifest_sha256'][:12]})"
+
+
+def push_release(store: Store, run: Run, release: dict, repo_id: str, private: bool, folder: Path | None = None,
+                 dry_run: bool = False) -> dict:
+    """Create the dataset repository if needed and upload the release folder in one call."""
+    folder = Path(folder or release["path"])
+    manifest = json.loads(release["manifest"])
+    problems = verify_folder(folder, manifest)
+    if problems:
+        raise BadInput(f"{folder} no longer matches release {release['name']!r} ({problems[0]}"
+                       f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); export it again")
+    if dry_run:
+        return {"files": [(name, (folder / name).stat().st_size) for name in sorted(manifest)]}
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise BadInput("HF_TOKEN is not set (the Hub token is read from the environment only)")
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import disable_progress_bars
+
+    if progress_disabled():
+        disable_progress_bars()
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message=commit_message(release),
+            commit_description=f"promptmill release #{release['id']}, manifest sha256 {release['manifest_sha256']}",
+            ignore_patterns=[MARKER, f"{STAGING}/*"],
+        )
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        # OSError covers connection failures of both the HTTP client and the xet uploader.
+        raise PushFailed(f"push to {repo_id} failed: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+    with store.transaction():
+        store.execute(
+            "INSERT INTO release_pushes (release_id, repo_id, endpoint, private, files, commit_oid, commit_url, "
+            "created_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (release["id"], repo_id, api.endpoint, int(private), len(manifest), info.oid, info.commit_url, now(),
+             run.id))
+    return {"files": len(manifest), "commit_url": info.commit_url, "oid": info.oid}
