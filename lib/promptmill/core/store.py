@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from promptmill.core import resources
-from promptmill.core.errors import BadInput
+from promptmill.core.errors import BadInput, PromptmillError
 
 DEFAULT_DB = "db/promptmill.db"
 BUSY_TIMEOUT_MS = 60_000
@@ -125,6 +125,7 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
 def open_store(path: str | os.PathLike | None = None) -> Store:
     """Open (creating if needed) the database and bring its schema up to date."""
     path = Path(path or default_db_path())
+    migration_files()
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = connect(path)
     migrate(conn)
@@ -155,7 +156,7 @@ def migration_files() -> list[tuple[int, str, Path]]:
         number, _, name = file.stem.partition("_")
         found.append((int(number), name, file))
     if not found:
-        raise RuntimeError(f"no migrations in {resources.SCHEMA_DIR}: the promptmill install is incomplete")
+        raise PromptmillError(f"no migrations in {resources.SCHEMA_DIR}: the promptmill install is incomplete")
     return sorted(found)
 
 

@@ -110,11 +110,9 @@ class OpenAIChat:
 
 
 def _http_response_class():
-    """The Response class of the SDK's HTTP library (httpx2 from openai 3 on, httpx before)."""
-    try:
-        from httpx2 import Response
-    except ImportError:
-        from httpx import Response
+    """The Response class of the SDK's HTTP library (httpx2, which openai 3 is built on)."""
+    from httpx2 import Response
+
     return Response
 
 
