@@ -98,3 +98,41 @@ def test_sigterm_marks_run_interrupted(db_path):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     assert open_store(db_path).scalar("SELECT status FROM runs") == "interrupted"
+
+
+def test_the_state_views_and_the_kept_queries_are_one_rule(store, run):
+    """prompt_state/image_state (built by a migration from promptmill.core.state) agree with kept_*."""
+    from promptmill.core.save import save_decisions
+    from promptmill.core.state import kept_images, kept_prompts
+
+    with store.transaction() as conn:
+        source = conn.execute("INSERT INTO sources (kind, uri, sha256, run_id) VALUES ('text', 'x', 'h', ?)",
+                              (run.id,)).lastrowid
+        prompts = [conn.execute("INSERT INTO prompts (source_id, position, text, norm_hash, run_id) "
+                                "VALUES (?, ?, ?, ?, ?)", (source, i, f"prompt {i}", i, run.id)).lastrowid
+                   for i in range(6)]
+        images = [conn.execute("INSERT INTO images (sha256, ext, bytes, run_id) VALUES (?, 'png', 1, ?)",
+                               (f"{i:064x}", run.id)).lastrowid for i in range(4)]
+        save_decisions(conn, run, [
+            {"item_type": "prompt", "item_id": prompts[0], "stage": "clean", "verdict": "drop", "scope": "a"},
+            {"item_type": "prompt", "item_id": prompts[1], "stage": "dedup", "verdict": "drop", "scope": "b"},
+            {"item_type": "prompt", "item_id": prompts[1], "stage": "review", "verdict": "keep", "scope": "r1"},
+            {"item_type": "prompt", "item_id": prompts[2], "stage": "review", "verdict": "keep", "scope": "r1"},
+            {"item_type": "prompt", "item_id": prompts[2], "stage": "review", "verdict": "drop", "scope": "r2"},
+            {"item_type": "prompt", "item_id": prompts[3], "stage": "clean", "verdict": "keep", "scope": "a",
+             "value": "cleaned 3"},
+            {"item_type": "prompt", "item_id": prompts[4], "stage": "split", "verdict": "assign", "scope": "s",
+             "value": "validation"},
+            {"item_type": "image", "item_id": images[0], "stage": "score", "verdict": "drop", "scope": "c"},
+            {"item_type": "image", "item_id": images[1], "stage": "clean", "verdict": "drop", "scope": "a"},
+            {"item_type": "image", "item_id": images[1], "stage": "review", "verdict": "keep", "scope": "r1"},
+        ])
+    view = {row["prompt_id"]: row for row in store.query("SELECT * FROM prompt_state")}
+    assert {i for i, row in view.items() if row["state"] == "keep"} == {row[0] for row in kept_prompts(store)}
+    assert {i for i, row in view.items() if row["state"] == "keep"} == {prompts[1], prompts[3], prompts[4],
+                                                                        prompts[5]}
+    assert view[prompts[3]]["clean_text"] == "cleaned 3" and view[prompts[4]]["split"] == "validation"
+    assert view[prompts[0]]["dropped_by"] == "clean:"
+    image_view = {row["image_id"]: row["state"] for row in store.query("SELECT * FROM image_state")}
+    assert {i for i, state in image_view.items() if state == "keep"} == {row[0] for row in kept_images(store)}
+    assert image_view == {images[0]: "drop", images[1]: "keep", images[2]: "keep", images[3]: "keep"}

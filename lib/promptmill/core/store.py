@@ -152,9 +152,10 @@ def require_database(path: str | os.PathLike) -> Path:
 def migration_files() -> list[tuple[int, str, Path]]:
     """The numbered SQL migrations shipped in the package; none found means a broken install."""
     found = []
-    for file in sorted(resources.SCHEMA_DIR.joinpath("migrations").glob("*.sql")):
-        number, _, name = file.stem.partition("_")
-        found.append((int(number), name, file))
+    for file in resources.SCHEMA_DIR.joinpath("migrations").iterdir():
+        if file.suffix in (".sql", ".py"):
+            number, _, name = file.stem.partition("_")
+            found.append((int(number), name, file))
     if not found:
         raise PromptmillError(f"no migrations in {resources.SCHEMA_DIR}: the promptmill install is incomplete")
     return sorted(found)
@@ -178,7 +179,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
                 conn.execute("COMMIT")
                 continue
-            for statement in split_sql(file.read_text()):
+            for statement in migration_statements(file):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
             conn.execute("COMMIT")
@@ -187,6 +188,19 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             raise
         done.append(version)
     return done
+
+
+def migration_statements(file: Path) -> list[str]:
+    """The statements of a migration: an SQL script, or a Python module whose `statements()` builds them
+    (views generated from the library's own SQL, so there is one definition)."""
+    if file.suffix == ".py":
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"promptmill_migration_{file.stem}", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.statements()
+    return split_sql(file.read_text())
 
 
 def split_sql(script: str) -> list[str]:
