@@ -36,8 +36,9 @@ def call_options(default_model: str, base_url: bool = True):
         ]
         if base_url:
             options.append(click.option(
-                "--base-url", help="An OpenAI-compatible server (vLLM, Ollama: http://localhost:11434/v1) "
-                                   "instead of api.openai.com."))
+                "--base-url", envvar="OPENAI_BASE_URL",
+                help="An OpenAI-compatible server (vLLM, Ollama: http://localhost:11434/v1) instead of "
+                     "api.openai.com (also $OPENAI_BASE_URL, as the OpenAI SDK reads it)."))
         for option in reversed(options):
             f = option(f)
         return f
