@@ -152,7 +152,8 @@ def require_database(path: str | os.PathLike) -> Path:
 def migration_files() -> list[tuple[int, str, Path]]:
     """The numbered SQL migrations shipped in the package; none found means a broken install."""
     found = []
-    for file in resources.SCHEMA_DIR.joinpath("migrations").iterdir():
+    folder = resources.SCHEMA_DIR.joinpath("migrations")
+    for file in folder.iterdir() if folder.is_dir() else ():
         if file.suffix in (".sql", ".py"):
             number, _, name = file.stem.partition("_")
             found.append((int(number), name, file))
