@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from test_browser_datasette import CHROMEDRIVER, CHROMIUM, free_port
-from tiny_models import build_tiny_tagger
 
 import paths
+from tiny_models import build_tiny_tagger
 
 pytestmark = [
     pytest.mark.browser,

@@ -116,6 +116,7 @@ def test_undo_session_restores_the_state_before_it(store, library, review_on):
     assert dict(store.execute("SELECT image_id, text FROM current_captions")) == before
     states = dict(store.execute("SELECT image_id, state FROM image_state"))
     assert states == {fox: "keep", owl: "keep"}
+    assert [row[0] for row in kept_images(store)] == [fox, owl], "core.state reads a 'clear' as no review"
     assert store.scalar("SELECT count(*) FROM decisions WHERE stage = 'review' AND value = 'clear'") == 3
     prompt_state = store.scalar("SELECT state FROM prompt_state WHERE prompt_id = ?", (library["prompts"][0],))
     assert prompt_state == "keep"
