@@ -255,3 +255,26 @@ def test_bad_actions_are_refused_with_a_reason(store, library, review_on):
     assert [code for code, _ in answers] == [400] * 5
     assert answers[0][1] == "select at least one item" and "unknown action" in answers[3][1]
     assert {k: v for k, v in facts(store).items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
+
+
+def test_an_action_waits_for_a_step_holding_the_write_lock(store, library, review_on):
+    """Another process writing (a step in its transaction) delays a review action; it is not lost."""
+    import subprocess
+    import sys
+
+    datasette = Datasette([str(store.path)])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "conn.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(2); conn.execute('COMMIT')",
+         str(store.path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+
+    async def session(client):
+        token = await open_session(client)
+        return await post(client, token, {"action": "drop", "ids": library["images"][:1], "reason": "late"})
+
+    response = call(datasette, session)
+    assert holder.wait(timeout=60) == 0
+    assert response.status_code == 200, response.text
+    assert store.count("decisions", "stage = 'review' AND reason = 'late'") == 1
