@@ -21,6 +21,7 @@ goes through its one write thread, one transaction per action.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -46,7 +47,8 @@ class Session:
 
     def start(self, store: Store) -> Run:
         if self.run is None:
-            self.run = Run(store, STEP, "browser", {"session": self.id[:8]}, argv=["promptmill", "browse", "--review"])
+            label = hashlib.sha256(self.id.encode()).hexdigest()[:12]  # names the session, reveals nothing of it
+            self.run = Run(store, STEP, "browser", {"session": label}, argv=["promptmill", "browse", "--review"])
         return self.run
 
     def open_actions(self) -> list[dict]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +41,23 @@ def cli(db_path, port, open_browser, review):
     if review:
         click.echo(f"review pages: http://127.0.0.1:{port}/-/review" if port else "review pages: /-/review")
     process = subprocess.Popen(argv, env=env)
-    try:
-        code = process.wait()
-    except KeyboardInterrupt:
-        code = process.wait()
+    code = serve_until_stopped(process)
     if review:
         click.echo(close_review_runs(path, process.pid))
     sys.exit(code)
+
+
+def serve_until_stopped(process: subprocess.Popen) -> int:
+    """Wait for the server; Ctrl-C or SIGTERM to this command stops it first, so nothing is left running."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                process.send_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def close_review_runs(path: Path, pid: int) -> str:
