@@ -32,11 +32,14 @@ TRIGGER = "sks"
 
 
 @pytest.fixture
-def demo_db(invoke, db_path, tmp_path):
-    """The demo's image half: two image folders, cleaned, deduplicated, WD14-tagged, split."""
-    examples = paths.EXAMPLES_DIR
-    invoke("01_collect", "imagefolder", examples / "images")
-    invoke("01_collect", "imagefolder", examples / "imagefolder", "--text-as", "both")
+def demo_db(invoke, db_path, tmp_path, monkeypatch):
+    """The demo's image half: two image folders, cleaned, deduplicated, WD14-tagged, split (collected
+    by relative path from a copy, as a user in the checkout would, so the pages show examples/...)."""
+    for folder in ("images", "imagefolder"):
+        shutil.copytree(paths.EXAMPLES_DIR / folder, tmp_path / "examples" / folder)
+    monkeypatch.chdir(tmp_path)
+    invoke("01_collect", "imagefolder", "examples/images")
+    invoke("01_collect", "imagefolder", "examples/imagefolder", "--text-as", "both")
     invoke("02_clean", "images", "--min-side", "32")
     invoke("03_dedup", "images", "--method", "sha256,phash")
     invoke("06_caption", "wd14", "--model", build_tiny_tagger(tmp_path / "tiny-wd14"))

@@ -6,6 +6,9 @@
   const base = meta("review-base");
   const db = meta("review-db");
   const status = document.getElementById("status");
+  if (window.matchMedia("(max-width: 600px)").matches) {  // a phone: the grid first, the panels a tap away
+    document.querySelectorAll("details.panel").forEach((panel) => { panel.open = false; });
+  }
   const say = (text) => { if (status) status.textContent = text; };
 
   async function act(payload) {
