@@ -88,9 +88,6 @@ def get_metadata(datasette, key, database, table):
     }
 
 
-MAX_THUMB_SOURCE_PIXELS = 100_000_000
-
-
 async def blob_path(datasette, sha256: str) -> Path | None:
     """The stored file of an image hash, if an attached promptmill database knows it."""
     if not SHA256.match(sha256):
@@ -112,11 +109,14 @@ async def blob_path(datasette, sha256: str) -> Path | None:
 
 
 def thumbnail_bytes(path: Path, size: int = THUMB_PX) -> bytes:
-    """A small JPEG; the pixel count is checked from the header before anything is decoded."""
-    from PIL import Image, ImageOps
+    """A small JPEG; the pixel count is checked from the header, against the project's limit, before
+    anything is decoded."""
+    from PIL import ImageOps
+
+    from promptmill.core.images import Image  # with the project's Image.MAX_IMAGE_PIXELS
 
     with Image.open(path) as image:
-        if image.width * image.height > MAX_THUMB_SOURCE_PIXELS:
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
             raise ValueError(f"{image.width}x{image.height} is too many pixels to decode")
         image.draft("RGB", (size, size))
         image = ImageOps.exif_transpose(image)
