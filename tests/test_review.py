@@ -148,14 +148,15 @@ def test_grid_filters_sort_and_pages(store, library, review_on):
     async def pages(client):
         out = {}
         for query in ("", "tag=fox", "notag=fox", "q=owl+at+night", "smin=0.3", "split=train", "state=dropped",
-                      "sort=size&desc=1", f"cluster={fox}", "kind=wd14&tag=snow"):
+                      "sort=size&desc=1", f"cluster={fox}", "kind=wd14&tag=snow", "state=undecided"):
             out[query] = (await tiles(client, query))[0]
         return out
 
     found = call(datasette, pages)
     assert found == {"": [fox, owl], "tag=fox": [fox], "notag=fox": [owl], "q=owl+at+night": [owl],
                      "smin=0.3": [fox], "split=train": [fox], "state=dropped": [], "sort=size&desc=1": [fox, owl],
-                     f"cluster={fox}": [fox], "kind=wd14&tag=snow": [fox]}
+                     f"cluster={fox}": [fox], "kind=wd14&tag=snow": [fox],
+                     "state=undecided": [fox, owl]}
 
 
 def test_keyset_pages_cover_every_image_once(store, run, review_on):
@@ -278,3 +279,25 @@ def test_an_action_waits_for_a_step_holding_the_write_lock(store, library, revie
     assert holder.wait(timeout=60) == 0
     assert response.status_code == 200, response.text
     assert store.count("decisions", "stage = 'review' AND reason = 'late'") == 1
+
+
+def test_prompt_keep_and_drop_show_in_the_prompts_list(store, library, review_on):
+    fox_prompt, owl_prompt = library["prompts"]
+    datasette = Datasette([str(store.path)])
+
+    async def session(client):
+        token = await open_session(client)
+        assert (await post(client, token, {"action": "keep", "item_type": "prompt", "ids": [owl_prompt],
+                                           "reason": "short but fine"})).status_code == 200
+        assert (await post(client, token, {"action": "drop", "item_type": "prompt", "ids": [fox_prompt]})).status_code \
+            == 200
+        pages = {}
+        for state in ("kept", "dropped", "undecided", "reviewed"):
+            text = (await client.get(f"/-/review/prompts?state={state}")).text
+            pages[state] = [int(i) for i in re.findall(r'data-id="(\d+)" data-item="prompt"', text)]
+        return pages
+
+    pages = call(datasette, session)
+    assert pages == {"kept": [owl_prompt], "dropped": [fox_prompt, library["twin"]],
+                     "undecided": [library["twin"]], "reviewed": [fox_prompt, owl_prompt]}
+    assert store.scalar("SELECT state FROM prompt_state WHERE prompt_id = ?", (owl_prompt,)) == "keep"

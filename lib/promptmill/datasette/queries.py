@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 PAGE_SIZES = (50, 100, 200)
-STATES = ("kept", "dropped", "unreviewed", "reviewed")
+STATES = ("kept", "dropped", "undecided", "reviewed")
 SORTS = ("id", "score", "size")
 NO_SCORE = -1e9
 
@@ -144,7 +144,7 @@ class GridQuery:
             where.append(f"{state_sql('image', 'i')} = ?")
             params.append("keep" if self.state == "kept" else "drop")
         elif self.state:
-            where.append(f"{review_verdict('image', 'i')} IS {'' if self.state == 'unreviewed' else 'NOT '}NULL")
+            where.append(f"{review_verdict('image', 'i')} IS {'' if self.state == 'undecided' else 'NOT '}NULL")
         if self.cluster is not None:
             where.append("(i.id = ? OR EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = 'image' "
                          "AND d.item_id = i.id AND d.stage = 'dedup' AND d.representative_id = ?))")
@@ -323,8 +323,8 @@ def prompt_page(conn, state: str = "", q: str = "", after: int = 0, size: int = 
     if state in ("kept", "dropped"):
         where.append(f"{state_sql('prompt', 'p')} = ?")
         params.append("keep" if state == "kept" else "drop")
-    elif state in ("unreviewed", "reviewed"):
-        where.append(f"{review_verdict('prompt', 'p')} IS {'' if state == 'unreviewed' else 'NOT '}NULL")
+    elif state in ("undecided", "reviewed"):
+        where.append(f"{review_verdict('prompt', 'p')} IS {'' if state == 'undecided' else 'NOT '}NULL")
     if q:
         where.append("p.text LIKE ?")
         params.append(f"%{q}%")
