@@ -179,6 +179,8 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     assert any("edit of wd14" in head and "a hand-written caption" in head for head in heads)
     assert browser.find_elements(By.LINK_TEXT, "lineage")
     save_screenshot(browser, tmp_path, "review-image.png")
+    keys(Keys.ARROW_RIGHT)  # the next image, by keyboard
+    wait.until(lambda d: "/-/review/image/" in d.current_url and f"/image/{picked[1]}?" not in d.current_url)
 
     browser.set_window_size(390, 844)
     browser.get(f"{base}/-/review?kind=wd14&tag={tag}")

@@ -313,7 +313,9 @@ def image_detail(conn, image_id: int) -> dict | None:
     origins = _dicts(conn.execute(
         "SELECT s.kind, s.uri, o.locator FROM image_origins o JOIN sources s ON s.id = o.source_id "
         "WHERE o.image_id = ? ORDER BY o.id", [image_id]))
-    return {"image": image[0], "captions": captions, "prompts": prompts, "decisions": decisions,
+    previous, following = conn.execute("SELECT (SELECT max(id) FROM images WHERE id < ?), "
+                                       "(SELECT min(id) FROM images WHERE id > ?)", [image_id, image_id]).fetchone()
+    return {"image": image[0], "previous": previous, "next": following, "captions": captions, "prompts": prompts, "decisions": decisions,
             "neighbours": tiles(conn, neighbours[:50]), "cluster": cluster, "scores": scores, "origins": origins}
 
 

@@ -162,8 +162,7 @@ async def image_page_view(request, datasette):
         return Response.text("no such image", status=404)
     kind = request.args.get("kind", "")
     return _page(datasette, request, "image.html", {
-        "db": database.name, "d": detail, "kind": kind, "lineage": datasette.urls.database(database.name),
-        "back": request.args.get("back", "")})
+        "db": database.name, "d": detail, "kind": kind, "lineage": datasette.urls.database(database.name)})
 
 
 async def prompts_view(request, datasette):

@@ -88,8 +88,10 @@
     if (event.key === "u") { event.preventDefault(); await undo("last"); return; }
     const tile = target.closest ? target.closest(".tile") : null;
     if (!tile) {
-      if (event.key.startsWith("Arrow") && tiles().length) { event.preventDefault(); tiles()[0].focus(); }
       const one = document.getElementById("one");
+      const step = {ArrowLeft: "previous", ArrowRight: "next"}[event.key];
+      if (one && step && document.getElementById(step)) { document.getElementById(step).click(); return; }
+      if (!one && event.key.startsWith("Arrow") && tiles().length) { event.preventDefault(); tiles()[0].focus(); }
       if (one && (event.key === "k" || event.key === "d")) {
         await act({action: event.key === "k" ? "keep" : "drop", item_type: "image", ids: [Number(one.dataset.id)], reason: reason()});
         setTimeout(() => location.reload(), 300);
