@@ -81,7 +81,7 @@ def best_of(datasette, url: str, repeats: int) -> tuple[float, int]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="10,000 images")
     args = parser.parse_args(argv)
     images = 10_000 if args.quick else args.images

@@ -171,17 +171,24 @@ def grid_page(conn, query: GridQuery, after: str = "") -> dict:
             cursor = None
         if cursor:
             op = "<" if query.desc else ">"
-            where.append(f"({key} {op} ? OR ({key} = ? AND i.id {op} ?))")
-            params.extend([cursor[0], cursor[0], cursor[1]])
+            if query.sort == "id":  # a range on the primary key
+                where.append(f"i.id {op} ?")
+                params.append(cursor[1])
+            else:
+                where.append(f"({key} {op} ? OR ({key} = ? AND i.id {op} ?))")
+                params.extend([cursor[0], cursor[0], cursor[1]])
     order = "DESC" if query.desc else "ASC"
+    # the page's ids first (only the sort key per candidate row), then its columns for those rows only
     rows = _dicts(conn.execute(
-        f"""SELECT i.id, i.sha256, i.width, i.height, i.bytes, {key} AS sort_key,
+        f"""SELECT i.id, i.sha256, i.width, i.height, i.bytes, page.sort_key,
                    {CLIP_SCORE.format(a='i')} AS score,
                    {LATEST.format(column='value', item='image', a='i', stage='split')} AS split,
                    {state_sql('image', 'i')} AS state,
                    {review_verdict('image', 'i')} AS reviewed
-            FROM images i WHERE {' AND '.join(where) or '1'}
-            ORDER BY sort_key {order}, i.id {order} LIMIT ?""", [*params, query.size + 1]))
+            FROM (SELECT i.id, {key} AS sort_key FROM images i WHERE {' AND '.join(where) or '1'}
+                  ORDER BY sort_key {order}, i.id {order} LIMIT ?) page
+            JOIN images i ON i.id = page.id
+            ORDER BY page.sort_key {order}, page.id {order}""", [*params, query.size + 1]))
     more = len(rows) > query.size
     rows = rows[:query.size]
     _add_captions(conn, rows, query.kind)
