@@ -10,6 +10,7 @@ from curation_fixtures import add_library
 from datasette.app import Datasette
 
 from promptmill.core.state import kept_images
+from promptmill.datasette.queries import GridQuery, matching_ids
 
 HOST = "127.0.0.1:8001"
 
@@ -117,6 +118,8 @@ def test_undo_session_restores_the_state_before_it(store, library, review_on):
     states = dict(store.execute("SELECT image_id, state FROM image_state"))
     assert states == {fox: "keep", owl: "keep"}
     assert [row[0] for row in kept_images(store)] == [fox, owl], "core.state reads a 'clear' as no review"
+    for state, expected in (("kept", [fox, owl]), ("dropped", []), ("undecided", [fox, owl]), ("reviewed", [])):
+        assert matching_ids(store.conn, GridQuery(state=state)) == expected, state
     assert store.scalar("SELECT count(*) FROM decisions WHERE stage = 'review' AND value = 'clear'") == 3
     prompt_state = store.scalar("SELECT state FROM prompt_state WHERE prompt_id = ?", (library["prompts"][0],))
     assert prompt_state == "keep"

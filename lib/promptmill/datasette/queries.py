@@ -39,6 +39,25 @@ def state_sql(item: str, alias: str) -> str:
             f"AND d.verdict = 'drop') THEN 'drop' ELSE 'keep' END)")
 
 
+def state_condition(item: str, alias: str, state: str) -> str:
+    """SQL that ALIAS is in STATE (kept, dropped, undecided, reviewed), as sets computed once per query
+    rather than lookups per row, so a filter over every image stays fast."""
+    stages = "'clean', 'dedup', 'score'" if item == "image" else "'clean', 'dedup'"
+    reviews = (f"SELECT item_id, CASE WHEN value = 'clear' THEN NULL ELSE verdict END AS verdict FROM decisions "
+               f"WHERE id IN (SELECT max(id) FROM decisions WHERE item_type = '{item}' AND stage = 'review' "
+               f"GROUP BY item_id)")
+    dropped = (f"SELECT item_id FROM decisions WHERE item_type = '{item}' AND stage IN ({stages}) "
+               f"AND verdict = 'drop'")
+    reviewed = f"{alias}.id IN (SELECT item_id FROM ({reviews}) WHERE verdict IS NOT NULL)"
+    if state == "reviewed":
+        return reviewed
+    if state == "undecided":
+        return f"NOT {reviewed}"
+    verdict, fallback = ("keep", "NOT IN") if state == "kept" else ("drop", "IN")
+    return (f"({alias}.id IN (SELECT item_id FROM ({reviews}) WHERE verdict = '{verdict}') "
+            f"OR (NOT {reviewed} AND {alias}.id {fallback} ({dropped})))")
+
+
 def tag_pattern(tag: str) -> str:
     """A LIKE pattern for TAG as one comma-separated item of a caption (see caption_has_tag)."""
     cleaned = " ".join(tag.replace("%", "").casefold().split())
@@ -140,11 +159,8 @@ class GridQuery:
         if self.smax is not None:
             where.append(f"{CLIP_SCORE.format(a='i')} <= ?")
             params.append(self.smax)
-        if self.state in ("kept", "dropped"):
-            where.append(f"{state_sql('image', 'i')} = ?")
-            params.append("keep" if self.state == "kept" else "drop")
-        elif self.state:
-            where.append(f"{review_verdict('image', 'i')} IS {'' if self.state == 'undecided' else 'NOT '}NULL")
+        if self.state:
+            where.append(state_condition("image", "i", self.state))
         if self.cluster is not None:
             where.append("(i.id = ? OR EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = 'image' "
                          "AND d.item_id = i.id AND d.stage = 'dedup' AND d.representative_id = ?))")
@@ -329,11 +345,8 @@ def image_detail(conn, image_id: int) -> dict | None:
 def prompt_page(conn, state: str = "", q: str = "", after: int = 0, size: int = PAGE_SIZES[0]) -> dict:
     """One page of prompts with their clean and dedup decisions and the prompts they were matched with."""
     where, params = ["p.id > ?"], [after]
-    if state in ("kept", "dropped"):
-        where.append(f"{state_sql('prompt', 'p')} = ?")
-        params.append("keep" if state == "kept" else "drop")
-    elif state in ("undecided", "reviewed"):
-        where.append(f"{review_verdict('prompt', 'p')} IS {'' if state == 'undecided' else 'NOT '}NULL")
+    if state in STATES:
+        where.append(state_condition("prompt", "p", state))
     if q:
         where.append("p.text LIKE ?")
         params.append(f"%{q}%")
