@@ -250,13 +250,13 @@ def test_bad_actions_are_refused_with_a_reason(store, library, review_on):
         out = []
         for payload in ({"action": "drop", "ids": []}, {"action": "trigger", "ids": [1]},
                         {"action": "caption", "ids": [1], "text": "  "}, {"action": "explode", "ids": [1]},
-                        {"action": "drop", "ids": "1"}):
+                        {"action": "drop", "ids": "1"}, {"action": "drop", "item_type": "prompt", "filter": ""}):
             response = await post(client, token, payload)
             out.append((response.status_code, response.json()["error"]))
         return out
 
     answers = call(datasette, session)
-    assert [code for code, _ in answers] == [400] * 5
+    assert [code for code, _ in answers] == [400] * 6
     assert answers[0][1] == "select at least one item" and "unknown action" in answers[3][1]
     assert {k: v for k, v in facts(store).items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
 

@@ -227,6 +227,8 @@ async def action_view(request, datasette):
 async def _target_ids(database, payload: dict) -> list[int]:
     """The ids an action is for: those listed, or every image the given filter matches."""
     if payload.get("filter") is not None:
+        if payload.get("item_type", "image") != "image":
+            raise BadInput("a filter selects images; list the prompts by id")
         query = queries.GridQuery.from_args(dict(parse_qsl(str(payload["filter"]))))
         return await database.execute_fn(lambda conn: queries.matching_ids(conn, query))
     ids = payload.get("ids") or []
