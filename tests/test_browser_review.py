@@ -132,6 +132,9 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     def keys(*sequence):
         ActionChains(browser).send_keys(*sequence).perform()
 
+    def focus(css: str):  # as Tab would; a click could land on the tile's link or checkbox
+        browser.execute_script("arguments[0].focus();", browser.find_element(By.CSS_SELECTOR, css))
+
     browser.get(f"{base}/-/review")
     Select(browser.find_element(By.ID, "kind")).select_by_visible_text("wd14")
     browser.find_element(By.ID, "filter-tag").send_keys(tag, Keys.ENTER)
@@ -140,7 +143,7 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     assert len(shown) >= 3
 
     # select three images with the keyboard and add a trigger word to them
-    browser.find_element(By.CSS_SELECTOR, "#grid .tile").click()
+    focus("#grid .tile")
     keys("x", Keys.ARROW_RIGHT, "x", Keys.ARROW_RIGHT, "x")
     assert browser.find_element(By.ID, "selected-count").text == "3 selected"
     picked = shown[:3]
@@ -152,13 +155,13 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
 
     # drop the first with the keyboard, with a reason
     browser.find_element(By.ID, "reason").send_keys("watermark")
-    browser.find_element(By.ID, f"tile-{picked[0]}").click()
+    focus(f"#tile-{picked[0]}")
     keys("d")
     done(2)
     assert "state-drop" in browser.find_element(By.ID, f"tile-{picked[0]}").get_attribute("class")
 
     # edit the second's caption inline
-    browser.find_element(By.ID, f"tile-{picked[1]}").click()
+    focus(f"#tile-{picked[1]}")
     keys("e")
     box = browser.find_element(By.CSS_SELECTOR, f"#tile-{picked[1]} textarea")
     box.send_keys(Keys.CONTROL, "a")
@@ -166,7 +169,7 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     done(3)
 
     # drop the third by keyboard, then undo that drop with u
-    browser.find_element(By.ID, f"tile-{picked[2]}").click()
+    focus(f"#tile-{picked[2]}")
     keys("d")
     done(4)
     keys("u")

@@ -37,8 +37,11 @@
       if (caption && tile.caption) { caption.textContent = tile.caption.text; caption.dataset.captionId = tile.caption.caption_id; }
       const tags = el.querySelector(".tags");
       if (tags) {
-        tags.replaceChildren(...tile.tags.slice(0, 12).map(([tag]) => {
-          const li = document.createElement("li"); li.textContent = tag; return li;
+        tags.replaceChildren(...tile.tags.slice(0, 12).map(([tag, score]) => {
+          const li = document.createElement("li");
+          li.textContent = tag;
+          if (score !== null) { const small = document.createElement("small"); small.textContent = ` ${score.toFixed(2)}`; li.append(small); }
+          return li;
         }));
       }
     });
