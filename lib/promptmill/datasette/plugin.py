@@ -146,11 +146,14 @@ def cached_thumbnail(path: Path) -> bytes:
     if cached.is_file():
         return cached.read_bytes()
     data = thumbnail_bytes(path)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, cached)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, cached)
+    except OSError:  # a read-only database folder: serve it uncached
+        pass
     return data
 
 
