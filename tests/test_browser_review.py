@@ -7,6 +7,7 @@ PROMPTMILL_SCREENSHOTS=1 they are written to docs/ too (the README shows them).
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -184,6 +185,13 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     save_screenshot(browser, tmp_path, "review-image.png")
     keys(Keys.ARROW_RIGHT)  # the next image, by keyboard
     wait.until(lambda d: "/-/review/image/" in d.current_url and f"/image/{picked[1]}?" not in d.current_url)
+    following = int(re.search(r"/image/(\d+)", browser.current_url).group(1))
+    form = browser.find_element(By.CSS_SELECTOR, 'form.edit-caption[data-kind="wd14"]')
+    form.find_element(By.CSS_SELECTOR, ".add-tag").send_keys("checked by hand")
+    form.find_element(By.CSS_SELECTOR, ".tag-apply").click()
+    heads_js = ("return Array.from(document.querySelectorAll('.captions li.head .caption-text'))"
+                ".map((p) => p.textContent).join('|')")
+    wait.until(lambda d: "checked by hand" in d.execute_script(heads_js))  # after the page reloads
 
     browser.set_window_size(390, 844)
     browser.get(f"{base}/-/review?kind=wd14&tag={tag}")
@@ -192,7 +200,7 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     save_screenshot(browser, tmp_path, "review-phone.png")
 
     stdout, _ = stop()
-    assert "review: 1 session(s), 5 action(s) recorded" in stdout
+    assert "review: 1 session(s), 6 action(s) recorded" in stdout
 
     runs = store.query("SELECT id, status, counts FROM runs WHERE step = 'review'")
     assert [r["status"] for r in runs] == ["ok"]
@@ -204,7 +212,8 @@ def test_review_by_keyboard_and_buttons_lands_in_the_database_and_the_export(ser
     assert reviews[0]["reason"] == "watermark" and reviews[2]["rule"] == "undo"
     edits = store.query("SELECT c.image_id, c.text, c.params, p.text AS parent_text FROM captions c "
                         "JOIN captions p ON p.id = c.parent_id WHERE c.run_id = ? ORDER BY c.id", (run_id,))
-    assert [e["image_id"] for e in edits] == [*picked, picked[1]]
+    assert [e["image_id"] for e in edits] == [*picked, picked[1], following]
+    assert edits[4]["text"] == f"{edits[4]['parent_text']}, checked by hand"
     assert all(f"{TRIGGER}, {e['parent_text']}" == e["text"] for e in edits[:3])
     inline = edits[3]
     assert inline["text"] == f"{TRIGGER}, a hand-written caption" and inline["parent_text"] == edits[1]["text"]
