@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["collect_bench", "clean_bench", "dedup_speed", "dedup_quality", "llm_throughput", "caption_bench", "generate_bench",
-         "export_bench"]
+         "export_bench", "review_grid"]
 
 
 def load(name: str):

@@ -128,3 +128,36 @@ def test_image_routes_serve_only_the_blob_store(datasette, store, library, tmp_p
             response = get(datasette, f"/-/promptmill/{route}/{bad}")
             assert response.status_code == 404, (route, bad)
             assert b"not for you" not in response.content
+
+
+def test_thumbnails_are_cached_beside_the_database(datasette, store, library):
+    sha = store.scalar("SELECT sha256 FROM images WHERE id = ?", (library["images"][0],))
+    first = get(datasette, f"/-/promptmill/thumb/{sha}")
+    cached = list((store.path.parent / "thumbs").rglob(f"{sha}.jpg"))
+    assert len(cached) == 1 and cached[0].read_bytes() == first.content
+    cached[0].write_bytes(b"\xff\xd8\xff from the cache")
+    assert get(datasette, f"/-/promptmill/thumb/{sha}").content == b"\xff\xd8\xff from the cache"
+
+
+def test_a_decompression_bomb_gets_no_thumbnail(store, run):
+    """A PNG whose header claims 12,000 x 10,000 pixels (under Pillow's own bomb error) is refused before
+    any pixel is decoded."""
+    import struct
+    import zlib
+
+    from promptmill.collect.base import Collector, SourceInfo
+    from promptmill.core.text import sha256_hex
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12_000, 10_000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    collector = Collector(store, run, SourceInfo(kind="imagefolder", uri="bombs", sha256=sha256_hex("bombs")))
+    collector.add_image(0, bomb, "bomb.png")
+    collector.finish(1)
+    sha = store.scalar("SELECT sha256 FROM images")
+    store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    response = get(Datasette([str(store.path)]), f"/-/promptmill/thumb/{sha}")
+    assert (response.status_code, response.text) == (415, "cannot read image: ValueError")
+    assert not (store.path.parent / "thumbs").exists() or not list((store.path.parent / "thumbs").rglob("*.jpg"))

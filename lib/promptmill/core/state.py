@@ -1,8 +1,9 @@
 """The current state of prompts and images, derived from their decisions.
 
 The rule is written once, here, as set operations that stay fast on millions of
-rows: the latest review decision wins; otherwise any clean or dedup (or, for
-images, score) drop drops. The text of a prompt is its latest cleaned text,
+rows: the latest review decision wins, unless its value is 'clear' (an undone
+review: then none does); otherwise any clean or dedup (or, for images, score)
+drop drops. The text of a prompt is its latest cleaned text,
 else the text as found. The `prompt_state` / `image_state` views are built from
 the same SQL by a migration (``080_state_views.py``).
 """
@@ -41,8 +42,9 @@ def _state_ctes(item_type: str, ignore_dedup_scopes: str | None = None) -> str:
 
 
 def _state(alias: str) -> str:
-    """The one rule: the latest review verdict wins; otherwise any counted drop drops; otherwise keep."""
-    return (f"COALESCE(review.verdict, CASE WHEN {alias}.id IN (SELECT item_id FROM dropped) "
+    """The one rule: the latest review verdict wins (a 'clear' one withdraws the review); otherwise any
+    counted drop drops; otherwise keep."""
+    return (f"COALESCE(CASE WHEN review.value = 'clear' THEN NULL ELSE review.verdict END, CASE WHEN {alias}.id IN (SELECT item_id FROM dropped) "
             f"THEN 'drop' ELSE 'keep' END)")
 
 

@@ -1,7 +1,9 @@
 """Datasette plugin: images from the blob store as thumbnails in tables and queries.
 
 Routes ``/-/promptmill/image/<sha256>`` (the stored file) and
-``/-/promptmill/thumb/<sha256>`` (a small JPEG). Only files of the blob store
+``/-/promptmill/thumb/<sha256>`` (a small JPEG, made once and cached in
+``thumbs/`` beside the database), and the review pages under ``/-/review``
+(``promptmill.datasette.web``). Only files of the blob store
 beside an attached database are served: the name must be a sha256 listed in
 that database's ``images`` table, and the resolved path must lie inside the
 store, so no other file can be reached. Cells show thumbnails for image
@@ -20,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import os
 import re
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -105,9 +109,15 @@ async def blob_path(datasette, sha256: str) -> Path | None:
 
 
 def thumbnail_bytes(path: Path, size: int = THUMB_PX) -> bytes:
-    from PIL import Image, ImageOps
+    """A small JPEG; the pixel count is checked from the header, against the project's limit, before
+    anything is decoded."""
+    from PIL import ImageOps
+
+    from promptmill.core.images import Image  # with the project's Image.MAX_IMAGE_PIXELS
 
     with Image.open(path) as image:
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise ValueError(f"{image.width}x{image.height} is too many pixels to decode")
         image.draft("RGB", (size, size))
         image = ImageOps.exif_transpose(image)
         image.thumbnail((size, size))
@@ -129,12 +139,30 @@ async def image_view(request, datasette):
                     headers=CACHE_HEADER)
 
 
+def cached_thumbnail(path: Path) -> bytes:
+    """The thumbnail of a blob from ``thumbs/`` beside the blob store, made and stored on first use."""
+    blobs = path.parents[2]
+    cached = blobs.parent / "thumbs" / f"{THUMB_PX}" / path.name[:2] / f"{path.stem}.jpg"
+    if cached.is_file():
+        return cached.read_bytes()
+    data = thumbnail_bytes(path)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, cached)
+    except OSError:  # a read-only database folder: serve it uncached
+        pass
+    return data
+
+
 async def thumb_view(request, datasette):
     path = await blob_path(datasette, request.url_vars["sha256"])
     if path is None:
         return Response.text("no such image", status=404)
     try:
-        data = await asyncio.to_thread(thumbnail_bytes, path)
+        data = await asyncio.to_thread(cached_thumbnail, path)
     except Exception as exc:  # noqa: BLE001 - an unreadable image is reported, not fatal
         return Response.text(f"cannot read image: {type(exc).__name__}", status=415)
     return Response(data, content_type="image/jpeg", headers=CACHE_HEADER)
@@ -142,10 +170,19 @@ async def thumb_view(request, datasette):
 
 @hookimpl
 def register_routes(datasette):
+    from promptmill.datasette import web
+
     return [
         (r"^/-/promptmill/image/(?P<sha256>[^/]+)$", image_view),
         (r"^/-/promptmill/thumb/(?P<sha256>[^/]+)$", thumb_view),
+        *web.ROUTES,
     ]
+
+
+@hookimpl
+def skip_csrf(datasette, scope):
+    """Review actions carry a stronger check of their own (promptmill.datasette.web.write_refusal)."""
+    return scope["type"] == "http" and scope["path"] == "/-/review/action"
 
 
 def thumbnail_html(datasette, sha256: str, caption: str = "") -> Markup:
