@@ -16,7 +16,7 @@ from promptmill.core.runs import Run
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 DECISION_COLUMNS = ("item_type", "item_id", "stage", "verdict", "scope", "rule", "reason", "score",
-                    "representative_id", "value")
+                    "representative_id", "value", "annotation_id")
 
 
 def params_hash(settings: Mapping) -> str:
@@ -46,17 +46,17 @@ def caption_key(kind: str, image_id: int, identity: str) -> str:
 def save_caption(conn, run: Run, image_id: int, kind: str, text: str, *, natural_key: str,
                  model: str | None = None, params: Mapping | str | None = None, params_hash: str | None = None,
                  parent_id: int | None = None, source_id: int | None = None, api_call_id: int | None = None,
-                 author: str | None = None) -> int | None:
+                 author: str | None = None, annotation_id: int | None = None) -> int | None:
     """A caption under its natural key; its id, or None when that key was already stored."""
     if isinstance(params, Mapping):
         params = json.dumps(params, sort_keys=True)
     before = conn.total_changes
     cursor = conn.execute(
         "INSERT INTO captions (image_id, kind, text, model, params, params_hash, parent_id, source_id, api_call_id, "
-        f"author, natural_key, created_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?) "
+        f"author, annotation_id, natural_key, created_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?) "
         "ON CONFLICT (natural_key) DO NOTHING",
-        (image_id, kind, text, model, params, params_hash, parent_id, source_id, api_call_id, author, natural_key,
-         run.id))
+        (image_id, kind, text, model, params, params_hash, parent_id, source_id, api_call_id, author, annotation_id,
+         natural_key, run.id))
     return cursor.lastrowid if conn.total_changes > before else None
 
 
@@ -69,26 +69,29 @@ def save_tags(conn, caption_id: int, tags: Iterable[tuple[str, float | None, str
 
 
 def save_score(conn, run: Run, image_id: int, kind: str, value: float, *, natural_key: str,
-               prompt_id: int | None = None, model: str | None = None, params_hash: str | None = None) -> bool:
+               prompt_id: int | None = None, model: str | None = None, params_hash: str | None = None,
+               annotation_id: int | None = None) -> bool:
     """A score of an image (optionally against a prompt); True when it was new."""
     before = conn.total_changes
-    conn.execute("INSERT INTO scores (image_id, prompt_id, kind, value, model, params_hash, natural_key, run_id) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-                 (image_id, prompt_id, kind, value, model, params_hash, natural_key, run.id))
+    conn.execute("INSERT INTO scores (image_id, prompt_id, kind, value, model, params_hash, annotation_id, "
+                 "natural_key, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
+                 (image_id, prompt_id, kind, value, model, params_hash, annotation_id, natural_key, run.id))
     return conn.total_changes > before
 
 
 def save_label(conn, run: Run, kind: str, text: str, *, natural_key: str, prompt_id: int | None = None,
                image_id: int | None = None, model: str | None = None, api_call_id: int | None = None,
-               author: str | None = None, meta: Mapping | str | None = None) -> int | None:
+               author: str | None = None, meta: Mapping | str | None = None,
+               annotation_id: int | None = None) -> int | None:
     """A label of a prompt or an image; its id, or None when that key was already stored."""
     if isinstance(meta, Mapping):
         meta = json.dumps(meta, sort_keys=True, ensure_ascii=False)
     before = conn.total_changes
     cursor = conn.execute(
-        "INSERT INTO labels (prompt_id, image_id, kind, text, model, api_call_id, author, meta, natural_key, "
-        f"created_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?) ON CONFLICT (natural_key) DO NOTHING",
-        (prompt_id, image_id, kind, text, model, api_call_id, author, meta, natural_key, run.id))
+        "INSERT INTO labels (prompt_id, image_id, kind, text, model, api_call_id, author, meta, annotation_id, "
+        f"natural_key, created_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?) "
+        "ON CONFLICT (natural_key) DO NOTHING",
+        (prompt_id, image_id, kind, text, model, api_call_id, author, meta, annotation_id, natural_key, run.id))
     return cursor.lastrowid if conn.total_changes > before else None
 
 

@@ -69,14 +69,19 @@ def describe(db_path, template, max_tokens, temperature, limit, model, base_url,
             runner.run_jobs(jobs)
 
 
-# --- Label Studio: ls-export, ls-import ---
+# --- Label Studio: ls-export, ls-import, ls-push, ls-pull ---
+
+
+def _config_option(f):
+    return click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                        help="Labelling config whose controls the tasks use "
+                             "[schema/labelstudio/image_review.xml].")(f)
 
 
 @cli.command("ls-export")
 @db_option
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Labelling config whose controls the predictions fill [schema/labelstudio/image_review.xml].")
+@_config_option
 @click.option("--document-root", type=click.Path(file_okay=False),
               help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT; image paths are relative to it [the database folder].")
 @click.option("--url-prefix", help="Serve images from PREFIX + path under the document root instead of local files.")
@@ -106,12 +111,51 @@ def ls_export(db_path, out, config_path, document_root, url_prefix, source_id):
 @cli.command("ls-import")
 @db_option
 @click.argument("export", type=click.Path(exists=True, dir_okay=False))
-def ls_import(db_path, export):
-    """Read a Label Studio JSON export (or the flat CSV layout) into human captions, labels, scores, decisions."""
+@_config_option
+def ls_import(db_path, export, config_path):
+    """Read a Label Studio export (JSON, JSON_MIN, CSV or TSV) or the SSLQ flat CSV into human captions,
+    labels, scores and review decisions; JSON_MIN, CSV and TSV name the controls of --config."""
     from pathlib import Path
 
-    from promptmill.label.labelstudio import import_answers
+    from promptmill.label.labelstudio import DEFAULT_CONFIG, import_answers, read_config
 
-    with step_run(db_path, STEP, "ls-import", {"export": export}) as (store, run):
-        import_answers(store, run, Path(export))
+    controls = read_config(config_path or DEFAULT_CONFIG)
+    params = {"export": export, "config": str(config_path or DEFAULT_CONFIG)}
+    with step_run(db_path, STEP, "ls-import", params) as (store, run):
+        run.add(f"format {import_answers(store, run, Path(export), controls)}")
 
+
+@cli.command("ls-push")
+@db_option
+@click.option("--project", "title", default="promptmill", show_default=True, help="Project title in Label Studio.")
+@_config_option
+@click.option("--source", "source_id", type=int, help="Only images found in this source id.")
+def ls_push(db_path, title, config_path, source_id):
+    """Send kept images as tasks to the Label Studio at LABEL_STUDIO_URL (token: LABEL_STUDIO_API_KEY).
+
+    Creates or reuses the project, adds a local-files storage at <db folder>/blobs, imports only images
+    not yet tasks there, and creates or updates their promptmill predictions."""
+    from pathlib import Path
+
+    from promptmill.label import ls_api
+    from promptmill.label.labelstudio import DEFAULT_CONFIG, read_config
+
+    config = Path(config_path or DEFAULT_CONFIG)
+    controls = read_config(config)
+    server = ls_api.server_from_env()
+    params = {"server": server.url, "project": title, "config": str(config), "source": source_id}
+    with step_run(db_path, STEP, "ls-push", params) as (store, run):
+        ls_api.push(store, run, server, title, config.read_text(encoding="utf-8"), controls, source_id)
+
+
+@cli.command("ls-pull")
+@db_option
+@click.option("--project", "title", default="promptmill", show_default=True, help="Project title in Label Studio.")
+def ls_pull(db_path, title):
+    """Record the annotations changed in the pushed project since its last pull (LABEL_STUDIO_URL,
+    LABEL_STUDIO_API_KEY)."""
+    from promptmill.label import ls_api
+
+    server = ls_api.server_from_env()
+    with step_run(db_path, STEP, "ls-pull", {"server": server.url, "project": title}) as (store, run):
+        ls_api.pull(store, run, server, title)

@@ -1,35 +1,50 @@
 """The Label Studio round trip: images out as tasks with predictions, people's answers back in.
 
-Export writes one task per kept image; its data carries the promptmill image
-id, so answers find their image again even after files were renamed. Import
-reads Label Studio's JSON export (or the flat CSV layout of the SSLQ project)
-and appends what people said: text areas become human captions (kind
-``human``; a ``notes`` box becomes a label), choices and labels become labels
-named after their control, ratings become scores, and triage becomes a
-``review`` decision (keep -> keep, skip -> drop; maybe is a label only).
-Every row carries the annotator, the annotation's timestamps and lead time, and
-a natural key, so importing an export again adds nothing; an annotation edited
-in Label Studio after an import comes back as new rows (its ``updated_at``
-is in the key), and the newest answer wins.
+Export (a file, or ``ls-push`` to a server) writes one task per kept image; its
+data carries the promptmill image id, so answers find their image again even
+after files were renamed. Predictions pre-fill the config's controls from
+machine work, under a ``model_version`` that names it.
+
+Import (an export file in any format ``ls_formats`` reads, or ``ls-pull``)
+appends what people said, each row pointing at its ``annotations`` row (the
+annotator, times and lead time). Where each control lands:
+
+- a text area becomes a caption of its own kind (``TEXT_KINDS``: ``human_desc``
+  -> ``human``, ``reverse_prompt`` -> ``human_prompt``, ``machine_tags`` ->
+  ``human_tags``, any other -> ``human_<name>``), except ``notes``, a label;
+- choices, labels and taxonomy answers become labels named after the control;
+- ratings and numbers become scores named after the control;
+- ``triage`` also becomes a ``review`` decision (keep -> keep, skip -> drop;
+  maybe is a label only) when its annotation is the newest of the image by
+  ``updated_at``, whatever order the answers arrive in;
+- a result Label Studio marks ``origin: "prediction"`` (pre-filled and left
+  unchanged) is not a person's work: it becomes a ``review`` keep decision on
+  the machine caption or label it came from.
+
+Every row has a natural key built from the annotation id and its
+``updated_at``, so importing an export again, or the same answers in another
+format, adds nothing; an annotation edited later comes back as new rows.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import urllib.parse
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from promptmill.collect.base import Collector, SourceInfo, file_sha256
 from promptmill.core import resources
+from promptmill.core.errors import BadInput
 from promptmill.core.progress import bar
-from promptmill.core.runs import Run, now
+from promptmill.core.runs import Run
+from promptmill.core.save import save_caption, save_decisions, save_item_error, save_label, save_score
 from promptmill.core.state import kept_images_sql
 from promptmill.core.store import Store
 from promptmill.core.text import sha256_hex
+from promptmill.label.ls_formats import Answer, Result, read_export
 
 DEFAULT_CONFIG = resources.SCHEMA_DIR / "labelstudio" / "image_review.xml"
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
@@ -41,13 +56,8 @@ TRIAGE_VERDICT = {"keep": "keep", "skip": "drop", "drop": "drop"}
 # Where each prediction comes from: caption lineage kinds in order of preference.
 REVERSE_PROMPT_KINDS = ("gemini", "vlm", "blip", "imported")
 TAG_KINDS = ("wd14",)
-CSV_FIELDS = {  # SSLQ flat export column -> (control name, control type)
-    "category": ("category", "choices"), "mood": ("mood", "choices"), "composition": ("composition", "choices"),
-    "attributes": ("attributes", "choices"), "palette": ("palette", "choices"), "issue": ("issue", "choices"),
-    "triage": ("triage", "choices"), "human_description": ("human_desc", "textarea"),
-    "llm_description": ("reverse_prompt", "textarea"), "notes": ("notes", "textarea"),
-    "quality": ("quality", "rating"), "style_match": ("style_match", "rating"),
-}
+TEXT_KINDS = {"human_desc": "human", "reverse_prompt": "human_prompt", "machine_tags": "human_tags"}
+MODEL_VERSION_PREFIX = "promptmill"
 BATCH = 200
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
@@ -59,16 +69,23 @@ class Control:
     type: str
     to_name: str
     values: tuple[str, ...] = ()
+    multiple: bool = False
 
 
 def read_config(path: str | Path = DEFAULT_CONFIG) -> dict[str, Control]:
-    """The labelling controls of a Label Studio config: name -> type, target and allowed values."""
+    """The labelling controls of a Label Studio config: name -> type, target, allowed values, one or many."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise BadInput(f"{path}: not a Label Studio config ({exc})") from exc
     controls = {}
-    for element in ET.parse(path).getroot().iter():
+    for element in root.iter():
         kind = CONTROL_TAGS.get(element.tag)
         if kind and element.get("name"):
             values = tuple(child.get("value") for child in element if child.get("value") is not None)
-            controls[element.get("name")] = Control(element.get("name"), kind, element.get("toName", ""), values)
+            multiple = kind in ("labels", "taxonomy") or element.get("choice") == "multiple"
+            controls[element.get("name")] = Control(element.get("name"), kind, element.get("toName", ""), values,
+                                                    multiple)
     return controls
 
 
@@ -86,24 +103,34 @@ def _textarea(control: Control, text: str) -> dict:
 
 
 def _choices(control: Control, values: list[str]) -> dict | None:
-    allowed = [value for value in values if value in control.values]
+    """A choices prediction with the values the control offers (the newest one for a single choice)."""
+    allowed = list(dict.fromkeys(value for value in values if value in control.values))
     if not allowed:
         return None
+    if not control.multiple:
+        allowed = allowed[-1:]
     key = "labels" if control.type == "labels" else "choices"
     return {"from_name": control.name, "to_name": control.to_name, "type": control.type, "value": {key: allowed}}
 
 
 def build_tasks(store: Store, controls: dict[str, Control], document_root: Path, url_prefix: str | None = None,
                 source_id: int | None = None) -> list[dict]:
-    """One task per kept image, with predictions from its current captions, labels and prompt description."""
+    """One task per kept image, with a prediction from its current captions, tags, labels and prompt description."""
     where = "i.id IN (SELECT image_id FROM image_origins WHERE source_id = ?)" if source_id is not None else "1"
     images = store.query(kept_images_sql(where), (source_id,) if source_id is not None else ())
     captions: dict[int, dict[str, str]] = {}
     for row in store.query("SELECT image_id, lineage_kind, text FROM current_captions"):
         captions.setdefault(row["image_id"], {})[row["lineage_kind"]] = row["text"]
+    machine_tags: dict[int, list[str]] = {}
+    for image_id, tag in store.execute(
+            "SELECT c.image_id, t.tag FROM current_captions c JOIN tags t ON t.caption_id = c.caption_id "
+            f"WHERE c.lineage_kind IN ({', '.join('?' * len(TAG_KINDS))}) ORDER BY t.position", TAG_KINDS):
+        machine_tags.setdefault(image_id, []).append(tag)
     labels: dict[int, dict[str, list[str]]] = {}
-    for row in store.query("SELECT image_id, kind, text FROM labels WHERE image_id IS NOT NULL ORDER BY id"):
+    for row in store.query("SELECT image_id, kind, text FROM labels WHERE image_id IS NOT NULL AND annotation_id IS NULL "
+                           "ORDER BY id"):
         labels.setdefault(row["image_id"], {}).setdefault(row["kind"], []).append(row["text"])
+    clip = dict(store.execute("SELECT image_id, value FROM scores WHERE kind = 'clip' ORDER BY id"))
     tasks = []
     progress = bar(len(images), "tasks", "image")
     for image in images:
@@ -120,47 +147,52 @@ def build_tasks(store: Store, controls: dict[str, Control], document_root: Path,
                 (origin["prompt_id"],))
         blob = store.blobs.path_for(image["sha256"], image["ext"])
         relative = blob.resolve().relative_to(document_root.resolve()).as_posix()
-        result = _predictions(controls, captions.get(image["id"], {}), labels.get(image["id"], {}), description)
+        image_labels = dict(labels.get(image["id"], {}))
+        if machine_tags.get(image["id"]):
+            image_labels["tags"] = image_labels.get("tags", []) + machine_tags[image["id"]]
         task = {"data": {"image": image_url(relative, url_prefix),
                          "file_name": origin["locator"] or f"{image['sha256']}.{image['ext']}",
                          "promptmill_image_id": image["id"], "sha256": image["sha256"], "prompt": prompt or ""}}
-        if result:
-            task["predictions"] = [{"model_version": "promptmill", "result": result}]
+        prediction = _prediction(controls, captions.get(image["id"], {}), image_labels, description,
+                                 clip.get(image["id"]))
+        if prediction:
+            task["predictions"] = [prediction]
         tasks.append(task)
         progress.update()
     progress.close()
     return tasks
 
 
-def _predictions(controls: dict[str, Control], captions: dict[str, str], labels: dict[str, list[str]],
-                 description: str | None) -> list[dict]:
-    result = []
-    reverse = next((captions[kind] for kind in REVERSE_PROMPT_KINDS if kind in captions), None)
-    tags = next((captions[kind] for kind in TAG_KINDS if kind in captions), None)
-    for name, text in (("reverse_prompt", reverse), ("machine_tags", tags), ("human_desc", description)):
+def _prediction(controls: dict[str, Control], captions: dict[str, str], labels: dict[str, list[str]],
+                description: str | None, score: float | None) -> dict | None:
+    """Label Studio's prediction: the results, a model_version naming the machine work they came from
+    (promptmill:<caption kinds, description, labels>), and the image's CLIP score when it has one."""
+    result, sources = [], []
+    reverse_kind = next((kind for kind in REVERSE_PROMPT_KINDS if kind in captions), None)
+    tags_kind = next((kind for kind in TAG_KINDS if kind in captions), None)
+    for name, kind, text in (("reverse_prompt", reverse_kind, captions.get(reverse_kind)),
+                             ("machine_tags", tags_kind, captions.get(tags_kind)),
+                             ("human_desc", "description", description)):
         if text and name in controls and controls[name].type == "textarea":
             result.append(_textarea(controls[name], text))
+            sources.append(kind)
     for name, values in labels.items():
         control = controls.get(name)
         if control and control.type in ("choices", "labels") and name != TRIAGE_FIELD:
             prediction = _choices(control, values)
             if prediction:
                 result.append(prediction)
-    return result
+                sources.append(name)
+    if not result:
+        return None
+    prediction = {"model_version": f"{MODEL_VERSION_PREFIX}:{'+'.join(sorted(set(sources)))}", "result": result}
+    if score is not None:
+        prediction["score"] = score
+    return prediction
+
 
 
 # --- import ---
-
-@dataclass
-class Answer:
-    """One person's answers to one task, whatever file they came in."""
-
-    position: int
-    key: str                          # natural-key prefix that names this answer
-    fields: list[tuple[str, str, list]] = field(default_factory=list)  # (control, type, values)
-    meta: dict = field(default_factory=dict)
-    data: dict = field(default_factory=dict)
-
 
 class ImageMatcher:
     """Finds the promptmill image of a task: by image id, by a sha256 in its file name, or by locator."""
@@ -175,12 +207,12 @@ class ImageMatcher:
         self.by_name = {name: ids.pop() for name, ids in by_name.items() if len(ids) == 1}
 
     def match(self, data: dict) -> int | None:
-        image_id, sha = data.get("promptmill_image_id"), data.get("sha256")
+        image_id, sha = _image_id(data.get("promptmill_image_id")), data.get("sha256")
         if image_id is not None:
-            found = self.store.scalar("SELECT sha256 FROM images WHERE id = ?", (int(image_id),))
+            found = self.store.scalar("SELECT sha256 FROM images WHERE id = ?", (image_id,))
             if found and (not sha or sha == found):
-                return int(image_id)
-        names = [str(data[key]) for key in ("file_name", "image") if data.get(key)]
+                return image_id
+        names = [data[key] for key in ("file_name", "image") if isinstance(data.get(key), str) and data[key]]
         for name in names:
             for digest in _SHA256.findall(name):
                 found = self.store.scalar("SELECT id FROM images WHERE sha256 = ?", (digest,))
@@ -197,161 +229,159 @@ class ImageMatcher:
         return None
 
 
-def read_ls_json(path: Path, run: Run, collector: Collector) -> list[Answer]:
-    """Answers from a Label Studio JSON export; cancelled annotations are skipped and counted,
-    tasks and annotations that are not objects are recorded as item errors."""
-    tasks = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(tasks, dict):
-        tasks = [tasks]
-    if not isinstance(tasks, list):
-        from promptmill.core.errors import BadInput
-
-        raise BadInput(f"{path}: not a Label Studio export (a {type(tasks).__name__}, not a list of tasks)")
-    answers = []
-    for position, task in enumerate(tasks):
-        if not isinstance(task, dict):
-            collector.add_error(position, "malformed task", f"a {type(task).__name__}, not an object")
-            continue
-        annotations = task.get("annotations") or []
-        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-            collector.add_error(position, "malformed task", "annotations is not a list of objects")
-            continue
-        for annotation in annotations:
-            if annotation.get("was_cancelled"):
-                run.add("cancelled annotations ignored")
-                continue
-            annotator = annotation.get("completed_by")
-            if isinstance(annotator, dict):
-                annotator = annotator.get("email") or annotator.get("id")
-            meta = {"annotator": None if annotator is None else str(annotator),
-                    "annotation_id": annotation.get("id"), "task_id": task.get("id"),
-                    "created_at": annotation.get("created_at"), "updated_at": annotation.get("updated_at"),
-                    "lead_time": annotation.get("lead_time")}
-            answer = Answer(position, f"ls:{annotation.get('id')}:{annotation.get('updated_at') or ''}",
-                            meta=meta, data=task.get("data") or {})
-            for item in annotation.get("result") or []:
-                if not isinstance(item, dict) or not isinstance(item.get("value") or {}, dict):
-                    run.add("malformed results skipped")
-                    continue
-                kind, value = item.get("type"), item.get("value") or {}
-                values = value.get(kind) if kind in ("choices", "labels", "taxonomy") else (
-                    value.get("text") if kind == "textarea" else [value.get(kind)])
-                if item.get("from_name") and values and values != [None]:
-                    answer.fields.append((item["from_name"], kind, list(values)))
-            answers.append(answer)
-    return answers
+def _image_id(raw) -> int | None:
+    """A promptmill image id as a task carries it: a number, or its digits in a CSV cell."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and raw.strip().isdigit():
+        return int(raw.strip())
+    return None
 
 
-def read_flat_csv(path: Path) -> list[Answer]:
-    """Answers from the flat CSV layout (one row per image, multi-valued columns joined by ';')."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if "file_name" not in (reader.fieldnames or []):
-            from promptmill.core.errors import BadInput
-
-            raise BadInput(f"{path}: no file_name column")
-        rows = list(reader)
-    answers = []
-    for position, row in enumerate(rows):
-        answer = Answer(position, "csv", meta={"row_id": row.get("id")}, data={"file_name": row["file_name"]})
-        for column, (name, kind) in CSV_FIELDS.items():
-            raw = (row.get(column) or "").strip()
-            if not raw:
-                continue
-            values = [raw] if kind == "textarea" else [v.strip() for v in raw.split(";") if v.strip()]
-            if kind == "rating":
-                try:
-                    values = [float(values[0])]
-                except ValueError:
-                    continue
-            answer.fields.append((name, kind, values))
-        answers.append(answer)
-    return answers
-
-
-def import_answers(store: Store, run: Run, path: Path) -> None:
-    """Append the answers in a Label Studio JSON export or flat CSV to the store."""
-    is_csv = path.suffix.lower() == ".csv"
+def import_answers(store: Store, run: Run, path: Path, controls: dict[str, Control]) -> str:
+    """Append the answers in a Label Studio export (any format ls_formats reads); return its format."""
     sha = file_sha256(path)
+    kind, errors, answers, cancelled = read_export(path, controls)
     collector = Collector(store, run, SourceInfo(kind="labelstudio", uri=str(path), sha256=sha,
-                                                 bytes=path.stat().st_size, options={"format": "csv" if is_csv else "json"}))
+                                                 bytes=path.stat().st_size, options={"format": kind}))
     if collector.completed:
         run.add("sources already imported")
-        return
-    try:
-        answers = read_flat_csv(path) if is_csv else read_ls_json(path, run, collector)
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
-        from promptmill.core.errors import BadInput
+        return kind
+    run.add("cancelled annotations ignored", len(cancelled))
+    for position, reason, detail in errors:
+        collector.add_error(position, reason, detail)
+    collector.flush()
+    record_answers(store, run, answers, source_id=collector.source_id, scope_suffix=sha[:16])
+    collector.finish(len(answers) + len(errors))
+    return kind
 
-        raise BadInput(f"{path}: not a Label Studio export ({exc})") from exc
+
+def record_answers(store: Store, run: Run, answers: list[Answer], *, source_id: int | None = None,
+                   ls_project_id: int | None = None, scope_suffix: str = "", locator: str | None = None) -> None:
+    """Write answers in batches, each batch one transaction; an answer whose image is unknown, or a
+    result that doesn't fit its control, becomes an item error."""
     matcher = ImageMatcher(store)
-    scope_suffix = sha[:16]
     with bar(len(answers), "answers", "answer") as progress:
         for start in range(0, len(answers), BATCH):
             batch = answers[start:start + BATCH]
             with store.transaction() as conn:
                 for answer in batch:
+                    task = answer.meta.get("task_id")
+                    task = f"task {task}" if task is not None else f"item {answer.position}"
+                    where = f"{locator}/{task}" if locator else task
                     image_id = matcher.match(answer.data)
                     if image_id is None:
-                        collector.add_error(answer.position, "no matching image",
-                                            json.dumps(answer.data, sort_keys=True)[:300])
+                        save_item_error(conn, run, "no matching image", source_id=source_id, position=answer.position,
+                                        locator=where, detail=json.dumps(answer.data, sort_keys=True, default=str))
+                        run.add("answers without a matching image")
                         continue
-                    _record(conn, run, collector.source_id, image_id, answer, scope_suffix)
+                    if answer.errors:
+                        # position NULL: several annotations of one task may each have a bad result.
+                        save_item_error(conn, run, "malformed result", source_id=source_id,
+                                        locator=f"{where} {answer.key or ''}".strip(), detail="; ".join(answer.errors))
+                        run.add("malformed results skipped", len(answer.errors))
+                    _record(conn, run, image_id, answer, source_id, ls_project_id, scope_suffix)
                     run.add("answers imported")
             progress.update(len(batch))
-    collector.finish(len(answers))
 
 
-def _record(conn, run: Run, source_id: int, image_id: int, answer: Answer, scope_suffix: str):
-    meta = {k: v for k, v in answer.meta.items() if v is not None}
-    meta_json = json.dumps(meta, sort_keys=True)
-    created = answer.meta.get("updated_at") or answer.meta.get("created_at") or now()
+def _save_annotation(conn, run: Run, image_id: int, answer: Answer, source_id: int | None,
+                     ls_project_id: int | None) -> int:
+    meta = answer.meta
+    conn.execute(
+        "INSERT INTO annotations (image_id, source_id, ls_project_id, task_id, ls_annotation_id, annotator, "
+        "created_at, updated_at, lead_time, prediction_id, natural_key, run_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
+        (image_id, source_id, ls_project_id, meta.get("task_id"), meta.get("ls_annotation_id"), meta.get("annotator"),
+         meta.get("created_at"), meta.get("updated_at"), meta.get("lead_time"), meta.get("prediction_id"),
+         answer.key, run.id))
+    return conn.execute("SELECT id FROM annotations WHERE natural_key = ?", (answer.key,)).fetchone()[0]
+
+
+def _record(conn, run: Run, image_id: int, answer: Answer, source_id: int | None, ls_project_id: int | None,
+            scope_suffix: str) -> None:
+    annotation_id = _save_annotation(conn, run, image_id, answer, source_id, ls_project_id) if answer.key else None
     author = answer.meta.get("annotator")
 
-    def key(name: str, value) -> str:
-        # LS answers are named by annotation; CSV rows by content, so the same answer never lands twice.
-        if answer.key == "csv":
+    def key(name: str, value=None) -> str:
+        # Label Studio answers are named by annotation version; SSLQ rows by content.
+        if answer.key is None:
             return f"csv:{image_id}:{name}:{sha256_hex(str(value))[:16]}"
         return f"{answer.key}:{image_id}:{name}" + ("" if value is None else f":{value}")
 
-    def counted(sql: str, params: tuple, what: str):
-        before = conn.total_changes
-        conn.execute(sql, params)
-        if conn.total_changes > before:
-            run.add(what)
-
-    for name, kind, values in answer.fields:
-        if kind == "textarea":
+    for result in answer.results:
+        if result.origin == "prediction" and answer.key and _accept_prediction(conn, run, image_id, result,
+                                                                                answer.key, annotation_id):
+            continue
+        name, values = result.name, result.values
+        if result.type == "textarea":
             text = "\n".join(str(v) for v in values).strip()
             if not text:
                 continue
             if name in LABEL_TEXTAREAS:
-                counted("INSERT INTO labels (image_id, kind, text, author, meta, natural_key, created_at, run_id) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-                        (image_id, name, text, author, meta_json, key(name, text if answer.key == "csv" else None),
-                         created, run.id), "labels added")
-            else:
-                counted("INSERT INTO captions (image_id, kind, text, model, params, source_id, author, natural_key, "
-                        "created_at, run_id) VALUES (?, 'human', ?, 'labelstudio', ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (natural_key) DO NOTHING",
-                        (image_id, text, json.dumps({"field": name, **meta}, sort_keys=True), source_id, author,
-                         key(name, text if answer.key == "csv" else None), created, run.id), "human captions added")
-        elif kind == "rating" or kind == "number":
+                if save_label(conn, run, name, text, image_id=image_id, author=author, annotation_id=annotation_id,
+                              natural_key=key(name, text if answer.key is None else None)):
+                    run.add("labels added")
+            elif save_caption(conn, run, image_id, TEXT_KINDS.get(name, f"human_{name}"), text, model="labelstudio",
+                              params={"field": name}, source_id=source_id, author=author,
+                              annotation_id=annotation_id, natural_key=key(name, text if answer.key is None else None)):
+                run.add("human captions added")
+        elif result.type in ("rating", "number"):
             value = float(values[0])
-            counted("INSERT INTO scores (image_id, kind, value, model, natural_key, run_id) "
-                    "VALUES (?, ?, ?, 'labelstudio', ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-                    (image_id, name, value, key(name, value if answer.key == "csv" else None), run.id),
-                    "scores added")
+            if save_score(conn, run, image_id, name, value, model="labelstudio", annotation_id=annotation_id,
+                          natural_key=key(name, value if answer.key is None else None)):
+                run.add("scores added")
         else:
             for value in values:
-                counted("INSERT INTO labels (image_id, kind, text, author, meta, natural_key, created_at, run_id) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-                        (image_id, name, str(value), author, meta_json, key(name, value), created, run.id),
-                        "labels added")
-            if name == TRIAGE_FIELD and values and str(values[0]) in TRIAGE_VERDICT:
-                scope = f"labelstudio:{answer.key}" if answer.key != "csv" else f"labelstudio-csv:{scope_suffix}"
-                counted("INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, value, run_id) "
-                        "VALUES ('image', ?, 'review', ?, ?, 'labelstudio triage', ?, ?, ?) "
-                        "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING",
-                        (image_id, TRIAGE_VERDICT[str(values[0])], scope, meta_json, str(values[0]), run.id),
-                        "review decisions added")
+                if save_label(conn, run, name, str(value), image_id=image_id, author=author,
+                              annotation_id=annotation_id, natural_key=key(name, value)):
+                    run.add("labels added")
+            if name == TRIAGE_FIELD and str(values[0]) in TRIAGE_VERDICT:
+                _triage(conn, run, image_id, str(values[0]), answer, annotation_id, scope_suffix)
+
+
+def _triage(conn, run: Run, image_id: int, value: str, answer: Answer, annotation_id: int | None,
+            scope_suffix: str) -> None:
+    """A review decision from a triage answer, unless a newer annotation already decided this image."""
+    updated = answer.meta.get("updated_at") or answer.meta.get("created_at")
+    if annotation_id is not None:
+        newest = conn.execute(
+            "SELECT max(a.updated_at) FROM decisions d JOIN annotations a ON a.id = d.annotation_id "
+            "WHERE d.item_type = 'image' AND d.item_id = ? AND d.stage = 'review'", (image_id,)).fetchone()[0]
+        if newest is not None and (updated or "") < newest:
+            run.add("older triage answers kept as labels only")
+            return
+    scope = f"labelstudio:{answer.key}" if answer.key else f"labelstudio-csv:{scope_suffix}"
+    if save_decisions(conn, run, [{"item_type": "image", "item_id": image_id, "stage": "review",
+                                   "verdict": TRIAGE_VERDICT[value], "scope": scope, "rule": "labelstudio triage",
+                                   "value": value, "annotation_id": annotation_id}]):
+        run.add("review decisions added")
+
+
+def _accept_prediction(conn, run: Run, image_id: int, result: Result, answer_key: str,
+                       annotation_id: int | None) -> bool:
+    """A pre-filled result left unchanged: a review keep decision on each machine caption or label it
+    came from. False when no machine row matches (it is then recorded as the person's answer)."""
+    if result.type == "textarea":
+        text = "\n".join(str(v) for v in result.values).strip()
+        found = conn.execute(
+            "SELECT 'caption', caption_id FROM current_captions WHERE image_id = ? AND text = ? AND kind NOT LIKE "
+            "'human%' UNION ALL SELECT 'label', l.id FROM labels l JOIN image_origins o ON o.prompt_id = l.prompt_id "
+            "WHERE o.image_id = ? AND l.kind = 'description' AND l.text = ? ORDER BY 2 DESC LIMIT 1",
+            (image_id, text, image_id, text)).fetchall()
+    else:
+        found = [conn.execute(
+            "SELECT 'label', max(id) FROM labels WHERE image_id = ? AND kind = ? AND text = ? AND annotation_id IS NULL",
+            (image_id, result.name, str(value))).fetchone() for value in result.values]
+        found = found if all(item[1] is not None for item in found) else []
+    if not found:
+        return False
+    decisions = [{"item_type": item_type, "item_id": item_id, "stage": "review", "verdict": "keep",
+                  "scope": f"labelstudio:{answer_key}:{result.name}", "rule": "labelstudio accepted prediction",
+                  "value": result.name, "annotation_id": annotation_id} for item_type, item_id in found]
+    run.add("accepted predictions", save_decisions(conn, run, decisions))
+    return True
