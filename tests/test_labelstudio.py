@@ -22,8 +22,21 @@ def test_shipped_config_has_the_sslq_controls():
     ours, sslq = read_config(DEFAULT_CONFIG), read_config(SSLQ / "sslq_schema_v1_0.xml")
     assert set(sslq) <= set(ours)
     for name, control in sslq.items():
-        assert ours[name].type == control.type and ours[name].to_name == control.to_name == "image"
+        assert ours[name].to_name == control.to_name == "image"
+        assert ours[name].type == ("choices" if name == "tags" else control.type)
     assert ours["triage"].values == ("keep", "maybe", "skip")
+    assert ours["tags"].multiple
+
+
+def test_shipped_config_validates_with_label_studios_parser():
+    from label_studio_sdk._extensions.label_studio_tools.core.label_config import parse_config
+    from label_studio_sdk.label_interface import LabelInterface
+
+    config = DEFAULT_CONFIG.read_text()
+    LabelInterface(config).validate()
+    parsed = parse_config(config)
+    assert {name: parsed[name]["type"] for name in ("tags", "human_desc", "quality", "triage")} == {
+        "tags": "Choices", "human_desc": "TextArea", "quality": "Rating", "triage": "Choices"}
 
 
 def _library(store, run):
@@ -68,17 +81,18 @@ def test_export_tasks_open_in_label_studio_with_predictions(tmp_path, invoke, st
 
 
 def _annotation(annotation_id, results, cancelled=False, annotator=7, updated="2025-05-01T10:00:00Z"):
-    return {"id": annotation_id, "completed_by": annotator, "was_cancelled": cancelled, "lead_time": 42.5,
+    completed_by = annotator if isinstance(annotator, dict) else {"id": annotator, "email": f"user{annotator}@example.org"}
+    return {"id": annotation_id, "completed_by": completed_by, "was_cancelled": cancelled, "lead_time": 42.5,
             "created_at": "2025-05-01T09:59:00Z", "updated_at": updated, "result": results}
 
 
-def _result(name, kind, value):
-    return {"id": f"r-{name}", "from_name": name, "to_name": "image", "type": kind, "origin": "manual",
+def _result(name, kind, value, origin="manual"):
+    return {"id": f"r-{name}", "from_name": name, "to_name": "image", "type": kind, "origin": origin,
             "value": {"text" if kind == "textarea" else kind: value}}
 
 
-def test_import_label_studio_json_export(tmp_path, invoke, store, run):
-    image_ids = _library(store, run)
+def _exported_project(tmp_path, invoke):
+    """Our tasks as Label Studio's JSON export gives them back after two people answered."""
     tasks_file = tmp_path / "tasks.json"
     invoke("07_label", "ls-export", tasks_file)
     tasks = json.loads(tasks_file.read_text())
@@ -86,16 +100,71 @@ def test_import_label_studio_json_export(tmp_path, invoke, store, run):
         task["id"] = number
     answers = [
         _result("human_desc", "textarea", ["A fox crossing fresh snow."]),
+        _result("reverse_prompt", "textarea", ["red fox, snow field, soft light"]),
         _result("category", "choices", ["animals"]),
         _result("palette", "choices", ["blue", "gold"]),
-        _result("tags", "labels", ["landscape"]),
+        _result("tags", "choices", ["landscape", "creature"]),
         _result("triage", "choices", ["keep"]),
         _result("quality", "rating", 4),
         _result("notes", "textarea", ["nice light"]),
     ]
-    tasks[0]["annotations"] = [_annotation(101, answers), _annotation(102, answers[:1], cancelled=True)]
+    tasks[0]["annotations"] = [_annotation(101, answers), _annotation(102, answers[:1], cancelled=True),
+                               _annotation(106, [_result("triage", "choices", ["skip"]),
+                                                 _result("quality", "rating", 2)],
+                                           annotator={"id": 9, "email": "ann@example.org"},
+                                           updated="2025-05-01T09:30:00Z")]
     tasks[1]["annotations"] = [_annotation(103, [_result("triage", "choices", ["skip"])],
                                            annotator={"id": 9, "email": "ann@example.org"})]
+    return tasks
+
+
+EXPECTED_LABELS = {("category", "animals", "user7@example.org"), ("palette", "blue", "user7@example.org"),
+                   ("palette", "gold", "user7@example.org"), ("tags", "landscape", "user7@example.org"),
+                   ("tags", "creature", "user7@example.org"), ("triage", "keep", "user7@example.org"),
+                   ("notes", "nice light", "user7@example.org"), ("triage", "skip", "ann@example.org")}
+
+
+def _answers_in(store, image_ids):
+    """Everything people said, item by item, with who said it (from the annotations row)."""
+    def rows(sql):
+        return {tuple(row.values()) for row in store.query(sql)}
+
+    fox, owl = image_ids[:2]
+    return {
+        "captions": rows("SELECT c.image_id, c.kind, c.text, a.annotator, a.lead_time FROM captions c "
+                         "JOIN annotations a ON a.id = c.annotation_id"),
+        "labels": rows("SELECT l.image_id, l.kind, l.text, a.annotator FROM labels l "
+                       "JOIN annotations a ON a.id = l.annotation_id"),
+        "scores": rows("SELECT s.image_id, s.kind, s.value, a.annotator FROM scores s "
+                       "JOIN annotations a ON a.id = s.annotation_id"),
+        "annotations": rows("SELECT image_id, ls_annotation_id, task_id, annotator, created_at, updated_at, lead_time "
+                            "FROM annotations"),
+        "state": rows(f"SELECT image_id, state FROM image_state WHERE image_id IN ({fox}, {owl})"),
+    }
+
+
+def _expected(image_ids):
+    fox, owl = image_ids[:2]
+    return {
+        "captions": {(fox, "human", "A fox crossing fresh snow.", "user7@example.org", 42.5),
+                     (fox, "human_prompt", "red fox, snow field, soft light", "user7@example.org", 42.5)},
+        "labels": {(owl if who == "ann@example.org" else fox, kind, text, who)
+                   for kind, text, who in EXPECTED_LABELS} | {(fox, "triage", "skip", "ann@example.org")},
+        "scores": {(fox, "quality", 4.0, "user7@example.org"), (fox, "quality", 2.0, "ann@example.org")},
+        "annotations": {(fox, 101, 1, "user7@example.org", "2025-05-01T09:59:00.000000Z",
+                         "2025-05-01T10:00:00.000000Z", 42.5),
+                        (fox, 106, 1, "ann@example.org", "2025-05-01T09:59:00.000000Z",
+                         "2025-05-01T09:30:00.000000Z", 42.5),
+                        (owl, 103, 2, "ann@example.org", "2025-05-01T09:59:00.000000Z",
+                         "2025-05-01T10:00:00.000000Z", 42.5)},
+        # The fox's newest triage (user 7, 10:00) wins over ann's older skip (09:30).
+        "state": {(fox, "keep"), (owl, "drop")},
+    }
+
+
+def test_import_label_studio_json_export(tmp_path, invoke, store, run):
+    image_ids = _library(store, run)
+    tasks = _exported_project(tmp_path, invoke)
     # A task from another project: matched by its uploaded file name only.
     tasks.append({"id": 3, "data": {"image": "/data/upload/4/0a1b2c3d-dropped.png"},
                   "annotations": [_annotation(104, [_result("triage", "choices", ["maybe"])])]})
@@ -104,25 +173,16 @@ def test_import_label_studio_json_export(tmp_path, invoke, store, run):
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     result = invoke("07_label", "ls-import", export)
-    assert "cancelled annotations ignored 1" in result.output
-    human = store.query("SELECT image_id, text, author, params, created_at FROM captions WHERE kind = 'human'")
-    assert len(human) == 1 and human[0]["image_id"] == image_ids[0] and human[0]["author"] == "7"
-    params = json.loads(human[0]["params"])
-    assert params["field"] == "human_desc" and params["lead_time"] == 42.5 and params["task_id"] == 1
-    labels = {(r["image_id"], r["kind"], r["text"]) for r in store.query(
-        "SELECT image_id, kind, text FROM labels WHERE author IS NOT NULL")}
-    assert labels == {(image_ids[0], "category", "animals"), (image_ids[0], "palette", "blue"),
-                      (image_ids[0], "palette", "gold"), (image_ids[0], "tags", "landscape"),
-                      (image_ids[0], "triage", "keep"), (image_ids[0], "notes", "nice light"),
-                      (image_ids[1], "triage", "skip"), (image_ids[2], "triage", "maybe")}
-    assert store.query("SELECT image_id, kind, value FROM scores") == [
-        {"image_id": image_ids[0], "kind": "quality", "value": 4.0}]
-    reviews = store.query("SELECT item_id, verdict, reason FROM decisions WHERE stage = 'review' ORDER BY item_id")
-    assert [(r["item_id"], r["verdict"]) for r in reviews] == [(image_ids[0], "keep"), (image_ids[1], "drop")]
-    assert json.loads(reviews[1]["reason"])["annotator"] == "ann@example.org"
-    assert store.query("SELECT image_id, state FROM image_state ORDER BY image_id")[1]["state"] == "drop"
-    assert store.query("SELECT reason FROM item_errors") == [{"reason": "no matching image"}]
-    counts = {t: store.count(t) for t in ("captions", "labels", "scores", "decisions", "item_errors")}
+    assert "cancelled annotations ignored 1" in result.output and "format json 1" in result.output
+    answers = _answers_in(store, image_ids)
+    expected = _expected(image_ids)
+    expected["labels"].add((image_ids[2], "triage", "maybe", "user7@example.org"))
+    expected["annotations"].add((image_ids[2], 104, 3, "user7@example.org", "2025-05-01T09:59:00.000000Z",
+                                 "2025-05-01T10:00:00.000000Z", 42.5))
+    assert answers == expected
+    assert store.query("SELECT reason, locator FROM item_errors") == [{"reason": "no matching image",
+                                                                       "locator": "task 4"}]
+    counts = {t: store.count(t) for t in ("captions", "labels", "scores", "decisions", "annotations", "item_errors")}
     invoke("07_label", "ls-import", export)
     copy = tmp_path / "copy.json"
     copy.write_text(json.dumps(tasks, indent=2))
@@ -134,6 +194,79 @@ def test_import_label_studio_json_export(tmp_path, invoke, store, run):
     export.write_text(json.dumps(tasks))
     invoke("07_label", "ls-import", export)
     assert store.query("SELECT state FROM image_state WHERE image_id = ?", (image_ids[1],))[0]["state"] == "keep"
+
+
+def test_older_answer_imported_later_does_not_win(tmp_path, invoke, store, run):
+    image_ids = _library(store, run)
+    newer = [{"id": 1, "data": {"promptmill_image_id": image_ids[0]},
+              "annotations": [_annotation(1, [_result("triage", "choices", ["skip"])], updated="2025-06-02T00:00:00Z")]}]
+    older = [{"id": 1, "data": {"promptmill_image_id": image_ids[0]},
+              "annotations": [_annotation(2, [_result("triage", "choices", ["keep"])], annotator=8,
+                                          updated="2025-06-01T00:00:00+02:00")]}]
+    for name, tasks in (("newer.json", newer), ("older.json", older)):
+        (tmp_path / name).write_text(json.dumps(tasks))
+        invoke("07_label", "ls-import", tmp_path / name)
+    assert store.query("SELECT state FROM image_state WHERE image_id = ?", (image_ids[0],))[0]["state"] == "drop"
+    assert store.count("labels", "kind = 'triage'") == 2
+
+
+def test_unchanged_prediction_is_an_accepted_machine_caption(tmp_path, invoke, store, run):
+    _library(store, run)
+    blip = store.scalar("SELECT id FROM captions WHERE kind = 'blip'")
+    invoke("07_label", "ls-export", tmp_path / "t.json")
+    fox = json.loads((tmp_path / "t.json").read_text())[0]
+    fox["id"] = 1
+    prefilled = {r["from_name"]: r for r in fox["predictions"][0]["result"]}
+    kept = {**prefilled["reverse_prompt"], "origin": "prediction"}
+    edited = {**prefilled["machine_tags"], "origin": "prediction-changed", "value": {"text": ["fox, snow"]}}
+    fox["annotations"] = [_annotation(1, [kept, edited])]
+    (tmp_path / "e.json").write_text(json.dumps([fox]))
+    invoke("07_label", "ls-import", tmp_path / "e.json")
+    assert store.query("SELECT kind, text FROM captions WHERE annotation_id IS NOT NULL") == [
+        {"kind": "human_tags", "text": "fox, snow"}]
+    assert store.query("SELECT item_type, item_id, verdict, rule, value FROM decisions WHERE stage = 'review'") == [
+        {"item_type": "caption", "item_id": blip, "verdict": "keep", "rule": "labelstudio accepted prediction",
+         "value": "reverse_prompt"}]
+
+
+@pytest.mark.parametrize("kind", ["JSON_MIN", "CSV", "TSV"])
+def test_import_what_label_studios_converter_writes(tmp_path, invoke, store, run, kind):
+    from label_studio_sdk.converter import Converter
+
+    image_ids = _library(store, run)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(_exported_project(tmp_path, invoke)))
+    out = tmp_path / kind.lower()
+    Converter(config=DEFAULT_CONFIG.read_text(), project_dir=None, download_resources=False).convert(
+        str(export), str(out), kind, is_dir=False)
+    converted = next(out.iterdir())
+    result = invoke("07_label", "ls-import", converted)
+    assert f"format {kind.lower()} 1" in result.output
+    assert _answers_in(store, image_ids) == _expected(image_ids)
+    # The same answers in the full JSON export add nothing: they are the same annotations.
+    counts = {t: store.count(t) for t in ("captions", "labels", "scores", "decisions", "annotations")}
+    invoke("07_label", "ls-import", export)
+    assert {t: store.count(t) for t in counts} == counts
+
+
+def test_values_that_do_not_fit_are_item_errors_not_crashes(tmp_path, invoke, store, run):
+    image_ids = _library(store, run)
+    tasks = [{"id": 1, "data": {"promptmill_image_id": "fox", "file_name": "set/fox.png"},
+              "annotations": [_annotation(1, [_result("quality", "rating", "five"),
+                                              _result("style_match", "rating", [1, 2]),
+                                              {**_result("human_desc", "textarea", None), "value": {"text": "a fox"}},
+                                              {**_result("mood", "choices", None), "value": {"choices": "epic"}},
+                                              _result("category", "choices", [3])])]}]
+    (tmp_path / "bad.json").write_text(json.dumps(tasks))
+    result = invoke("07_label", "ls-import", tmp_path / "bad.json")
+    assert "malformed results skipped 3" in result.output
+    assert store.query("SELECT image_id, kind, text FROM captions WHERE annotation_id IS NOT NULL") == [
+        {"image_id": image_ids[0], "kind": "human", "text": "a fox"}]
+    assert store.query("SELECT kind, text FROM labels WHERE annotation_id IS NOT NULL") == [
+        {"kind": "mood", "text": "epic"}]
+    assert store.count("scores") == 0
+    detail = store.scalar("SELECT detail FROM item_errors WHERE reason = 'malformed result'")
+    assert "quality" in detail and "style_match" in detail and "category" in detail
 
 
 def test_import_flat_csv_of_the_sslq_project(tmp_path, invoke, store, run):
@@ -148,8 +281,8 @@ def test_import_flat_csv_of_the_sslq_project(tmp_path, invoke, store, run):
         writer.writerows(rows)
     invoke("07_label", "ls-import", subset)
     assert store.count("item_errors", "reason = 'no matching image'") == 10
-    assert store.count("captions", "kind = 'human'") == sum(
-        bool(r["human_description"].strip()) + bool(r["llm_description"].strip()) for r in present)
+    assert store.count("captions", "kind = 'human'") == sum(bool(r["human_description"].strip()) for r in present)
+    assert store.count("captions", "kind = 'human_prompt'") == sum(bool(r["llm_description"].strip()) for r in present)
     first = present[0]
     moods = store.query("SELECT text FROM labels WHERE image_id = ? AND kind = 'mood'", (image_ids[0],))
     assert moods == [{"text": first["mood"]}]

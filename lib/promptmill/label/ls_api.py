@@ -49,7 +49,10 @@ def server_from_env() -> Server:
 
 
 def client(server: Server):
-    from label_studio_sdk import LabelStudio
+    try:
+        from label_studio_sdk import LabelStudio
+    except ImportError as exc:
+        raise BadInput("ls-push and ls-pull need label-studio-sdk: pip install 'promptmill[labelstudio]'") from exc
 
     return LabelStudio(base_url=server.url, api_key=server.api_key, timeout=120)
 
