@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import zipfile
 
 import pytest
 from curation_fixtures import add_caption, add_decision, add_images, add_label
@@ -305,11 +306,104 @@ def test_bad_label_studio_commands_exit_2(tmp_path, store):
     not_json.write_text("{not json")
     no_column = tmp_path / "x.csv"
     no_column.write_text("id,name\n1,a\n")
-    for args in (["ls-import", not_json], ["ls-import", no_column], ["ls-import", tmp_path / "missing.json"],
-                 ["ls-export", tmp_path / "t.json", "--document-root", tmp_path / "elsewhere"]):
-        result = run_script("07_label", args[0], "--db", store.path, *args[1:])
+    zipped = tmp_path / "export.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("result.json", "[]")
+    bad_config = tmp_path / "config.xml"
+    bad_config.write_text("<View><Choices")
+    for args in (["ls-import", not_json], ["ls-import", no_column], ["ls-import", zipped],
+                 ["ls-import", tmp_path / "missing.json"], ["ls-import", no_column, "--config", bad_config],
+                 ["ls-export", tmp_path / "t.json", "--document-root", tmp_path / "elsewhere"],
+                 ["ls-push"], ["ls-pull"]):
+        result = run_script("07_label", args[0], "--db", store.path, *args[1:],
+                            env={"LABEL_STUDIO_URL": "", "LABEL_STUDIO_API_KEY": ""})
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+    for path in (not_json, no_column, zipped):
+        assert "JSON, JSON_MIN, CSV or TSV" in run_script("07_label", "ls-import", path, "--db", store.path).stderr
+    assert store.count("sources") == 0
+
+
+def _push_env(monkeypatch, fake):
+    monkeypatch.setenv("LABEL_STUDIO_URL", fake.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", fake.token)
+
+
+def test_push_creates_the_project_once_and_only_new_tasks(monkeypatch, invoke, store, run):
+    from label_studio_sdk.label_interface import LabelInterface
+
+    from fakes.labelstudio_server import FakeLabelStudio
+
+    image_ids = _library(store, run)
+    with FakeLabelStudio(store.path.parent) as fake:
+        _push_env(monkeypatch, fake)
+        result = invoke("07_label", "ls-push")
+        assert "tasks imported 2" in result.output and "projects created 1" in result.output
+        [project] = fake.projects.values()
+        assert project["label_config"] == DEFAULT_CONFIG.read_text()
+        [storage] = fake.storages.values()
+        assert storage["path"] == str((store.path.parent / "blobs").resolve()) and storage["project"] == project["id"]
+        assert sorted(t["data"]["promptmill_image_id"] for t in fake.tasks.values()) == image_ids[:2]
+        interface = LabelInterface(project["label_config"])
+        for prediction in fake.predictions.values():
+            assert interface.validate_prediction(prediction) and prediction["model_version"].startswith("promptmill:")
+        assert fake.predictions[1]["model_version"] == "promptmill:blip+description+wd14"
+        result = invoke("07_label", "ls-push")
+        assert "tasks already in the project 2" in result.output and "tasks imported" not in result.output
+        assert len(fake.tasks) == 2 and len(fake.projects) == 1 and len(fake.storages) == 1
+        assert len(fake.predictions) == 2
+        # A new machine caption: the task's prediction is updated, not duplicated.
+        add_caption(store, run, image_ids[1], "gemini", "an owl on a branch at night")
+        add_images(store, run, ["set/cat.png"], sizes=[(40, 30)], source_uri="second-folder")
+        result = invoke("07_label", "ls-push")
+        assert "predictions updated 1" in result.output and "tasks imported 1" in result.output
+        assert len(fake.tasks) == 3 and len(fake.predictions) == 2
+        owl = next(p for p in fake.predictions.values() if p["task"] == 2)
+        assert {r["from_name"]: r["value"] for r in owl["result"]}["reverse_prompt"] == {
+            "text": ["an owl on a branch at night"]}
+        # A new database on the same server finds the project by its title instead of making another.
+        other = store.path.parent / "other.db"
+        result = invoke("07_label", "ls-push", db=other)
+        assert "projects reused 1" in result.output and len(fake.projects) == 1
+
+
+def test_pull_is_incremental_and_idempotent(monkeypatch, invoke, store, run):
+    from fakes.labelstudio_server import FakeLabelStudio
+
+    image_ids = _library(store, run)
+    blip = store.scalar("SELECT id FROM captions WHERE kind = 'blip'")
+    with FakeLabelStudio(store.path.parent) as fake:
+        _push_env(monkeypatch, fake)
+        invoke("07_label", "ls-push")
+        fox_task = next(t["id"] for t in fake.tasks.values() if t["data"]["promptmill_image_id"] == image_ids[0])
+        fox_prediction = next(p for p in fake.predictions.values() if p["task"] == fox_task)
+        prefilled = {r["from_name"]: r for r in fox_prediction["result"]}
+        first = fake.annotate(fox_task, [{**prefilled["reverse_prompt"], "origin": "prediction"},
+                                         _result("triage", "choices", ["skip"]), _result("quality", "rating", 3)],
+                              user=2, parent_prediction=fox_prediction["id"])
+        fake.annotate(fox_task, [_result("triage", "choices", ["keep"])], user=1)
+        result = invoke("07_label", "ls-pull")
+        assert "answers imported 2" in result.output
+        assert store.query("SELECT annotator, lead_time, prediction_id, ls_project_id FROM annotations ORDER BY id") == [
+            {"annotator": "ann@example.org", "lead_time": 12.5, "prediction_id": fox_prediction["id"],
+             "ls_project_id": 1},
+            {"annotator": "owner@example.org", "lead_time": 12.5, "prediction_id": None, "ls_project_id": 1}]
+        assert store.query("SELECT state FROM image_state WHERE image_id = ?", (image_ids[0],)) == [{"state": "keep"}]
+        assert store.query("SELECT item_type, item_id FROM decisions WHERE rule = 'labelstudio accepted prediction'") \
+            == [{"item_type": "caption", "item_id": blip}]
+        assert store.count("captions", "annotation_id IS NOT NULL") == 0
+        counts = {t: store.count(t) for t in ("captions", "labels", "scores", "decisions", "annotations")}
+        result = invoke("07_label", "ls-pull")
+        assert "answers imported" not in result.output
+        assert {t: store.count(t) for t in counts} == counts
+        # ann edits her answer later: only that annotation is read, and her newer triage wins.
+        fake.annotate(fox_task, [_result("triage", "choices", ["skip"]), _result("quality", "rating", 1)],
+                      annotation_id=first)
+        result = invoke("07_label", "ls-pull")
+        assert "answers imported 1" in result.output and "annotations unchanged since the last pull 1" in result.output
+        assert store.query("SELECT state FROM image_state WHERE image_id = ?", (image_ids[0],)) == [{"state": "drop"}]
+        assert [row["annotations"] for row in store.query("SELECT annotations FROM ls_pulls ORDER BY id")] == [2, 0, 1]
+        assert store.query("SELECT value FROM scores ORDER BY id") == [{"value": 3.0}, {"value": 1.0}]
 
 
 @pytest.mark.resilience
