@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench browse clean
+.PHONY: install demo test lint bench browse clean labelstudio-check
 
 $(VENV)/.installed: requirements/base.txt requirements/ml.txt requirements/dev.txt pyproject.toml setup.py \
 		lib/promptmill/dedup/_simhash.c
@@ -31,5 +31,16 @@ bench: install
 browse: install
 	$(VENV)/bin/promptmill browse
 
+# The Label Studio round trip against the real server, in its own venv (not part of `make test`).
+LS_VENV ?= .venv-labelstudio
+LABEL_STUDIO_VERSION ?= 1.23.0
+
+$(LS_VENV)/bin/label-studio:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+
+labelstudio-check: install $(LS_VENV)/bin/label-studio
+	$(PY) tests/labelstudio_check.py --label-studio $(LS_VENV)/bin/label-studio
+
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(LS_VENV) out

@@ -111,7 +111,9 @@ def _exported_project(tmp_path, invoke):
     ]
     tasks[0]["annotations"] = [_annotation(101, answers), _annotation(102, answers[:1], cancelled=True),
                                _annotation(106, [_result("triage", "choices", ["skip"]),
-                                                 _result("quality", "rating", 2)],
+                                                 _result("quality", "rating", 2),
+                                                 _result("reverse_prompt", "textarea", ["a fox standing in the snow"],
+                                                         origin="prediction")],
                                            annotator={"id": 9, "email": "ann@example.org"},
                                            updated="2025-05-01T09:30:00Z")]
     tasks[1]["annotations"] = [_annotation(103, [_result("triage", "choices", ["skip"])],
@@ -141,6 +143,9 @@ def _answers_in(store, image_ids):
         "annotations": rows("SELECT image_id, ls_annotation_id, task_id, annotator, created_at, updated_at, lead_time "
                             "FROM annotations"),
         "state": rows(f"SELECT image_id, state FROM image_state WHERE image_id IN ({fox}, {owl})"),
+        "accepted": rows("SELECT d.item_type, c.kind, c.text, a.annotator FROM decisions d "
+                         "JOIN captions c ON c.id = d.item_id JOIN annotations a ON a.id = d.annotation_id "
+                         "WHERE d.rule = 'labelstudio accepted prediction'"),
     }
 
 
@@ -160,6 +165,8 @@ def _expected(image_ids):
                          "2025-05-01T10:00:00.000000Z", 42.5)},
         # The fox's newest triage (user 7, 10:00) wins over ann's older skip (09:30).
         "state": {(fox, "keep"), (owl, "drop")},
+        # ann left the pre-filled reverse prompt as it was: the blip caption is accepted, not hers.
+        "accepted": {("caption", "blip", "a fox standing in the snow", "ann@example.org")},
     }
 
 

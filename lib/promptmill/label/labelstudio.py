@@ -19,7 +19,9 @@ annotator, times and lead time). Where each control lands:
   ``updated_at``, whatever order the answers arrive in;
 - a result Label Studio marks ``origin: "prediction"`` (pre-filled and left
   unchanged) is not a person's work: it becomes a ``review`` keep decision on
-  the machine caption or label it came from.
+  the machine caption or label it came from. JSON_MIN, CSV and TSV drop that
+  mark; there a text area whose text is still the machine text is taken as
+  left unchanged.
 
 Every row has a natural key built from the annotation id and its
 ``updated_at``, so importing an export again, or the same answers in another
@@ -314,8 +316,8 @@ def _record(conn, run: Run, image_id: int, answer: Answer, source_id: int | None
         return f"{answer.key}:{image_id}:{name}" + ("" if value is None else f":{value}")
 
     for result in answer.results:
-        if result.origin == "prediction" and answer.key and _accept_prediction(conn, run, image_id, result,
-                                                                                answer.key, annotation_id):
+        if _left_as_predicted(result) and answer.key and _accept_prediction(conn, run, image_id, result,
+                                                                             answer.key, annotation_id):
             continue
         name, values = result.name, result.values
         if result.type == "textarea":
@@ -360,6 +362,12 @@ def _triage(conn, run: Run, image_id: int, value: str, answer: Answer, annotatio
                                    "verdict": TRIAGE_VERDICT[value], "scope": scope, "rule": "labelstudio triage",
                                    "value": value, "annotation_id": annotation_id}]):
         run.add("review decisions added")
+
+
+def _left_as_predicted(result: Result) -> bool:
+    """Marked as an unchanged prediction, or, where the format drops the mark, a text area that may be
+    one (it is, when its text is the machine text the task was pre-filled with)."""
+    return result.origin == "prediction" or (result.origin is None and result.type == "textarea")
 
 
 def _accept_prediction(conn, run: Run, image_id: int, result: Result, answer_key: str,

@@ -46,7 +46,8 @@ class Result:
     name: str                   # the control's name
     type: str                   # textarea, choices, labels, taxonomy, rating, number
     values: list                # strings, or one float for ratings and numbers
-    origin: str = "manual"      # Label Studio's origin: manual, prediction, prediction-changed
+    origin: str | None = None   # Label Studio's origin (manual, prediction, prediction-changed);
+                                # None where the format drops it (JSON_MIN, CSV, TSV)
 
 
 @dataclass
