@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,9 +77,19 @@ def wait_until_up(url: str, token: str, server: subprocess.Popen, timeout: float
     raise SystemExit(f"label-studio did not answer within {timeout:.0f} s")
 
 
+def query(db: Path, sql: str) -> list[tuple]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql).fetchall()
+
+
 def answers(db: Path) -> dict[str, set]:
-    with sqlite3.connect(db) as conn:
-        return {name: set(conn.execute(sql)) for name, sql in ANSWER_QUERIES.items()}
+    return {name: set(query(db, sql)) for name, sql in ANSWER_QUERIES.items()}
+
+
+def copy_database(db: Path, to: Path) -> None:
+    """A consistent copy (the WAL included), through SQLite's backup API."""
+    with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(to)) as target:
+        source.backup(target)
 
 
 def annotate(url: str, token: str, project: int) -> int:
@@ -130,9 +140,8 @@ def main() -> int:
         print(promptmill(db, "collect", "imagefolder", args.images))
         print(promptmill(db, "label", "ls-push", env=ls_env))
         print(promptmill(db, "label", "ls-push", env=ls_env))
-        with sqlite3.connect(db) as conn:
-            project = conn.execute("SELECT project_id FROM ls_projects").fetchone()[0]
-            kept = conn.execute("SELECT count(*) FROM image_state WHERE state = 'keep'").fetchone()[0]
+        project = query(db, "SELECT project_id FROM ls_projects")[0][0]
+        kept = query(db, "SELECT count(*) FROM image_state WHERE state = 'keep'")[0][0]
         tasks = json.loads(api(url, token, f"/api/tasks/?project={project}&fields=all&page_size=1000"))["tasks"]
         if len(tasks) != kept:
             raise SystemExit(f"{len(tasks)} tasks for {kept} kept images after two pushes")
@@ -143,7 +152,7 @@ def main() -> int:
             raise SystemExit(f"{image} is not the stored image")
         print(f"{len(tasks)} tasks, one per kept image; {image} served from the local-files storage")
         before_pull = work / "before-pull.db"
-        shutil.copy(db, before_pull)
+        copy_database(db, before_pull)
         annotated = annotate(url, token, project)
         print(promptmill(db, "label", "ls-pull", env=ls_env))
         pulled = answers(db)
@@ -154,7 +163,7 @@ def main() -> int:
             export = work / f"export.{kind.lower()}"
             export.write_bytes(api(url, token, f"/api/projects/{project}/export?exportType={kind}"))
             copy = work / f"import-{kind.lower()}.db"
-            shutil.copy(before_pull, copy)
+            copy_database(before_pull, copy)
             print(promptmill(copy, "label", "ls-import", str(export)))
             imported = answers(copy)
             for table, rows in pulled.items():

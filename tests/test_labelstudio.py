@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -316,9 +317,11 @@ def test_bad_label_studio_commands_exit_2(tmp_path, store):
     zipped = tmp_path / "export.zip"
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("result.json", "[]")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
     bad_config = tmp_path / "config.xml"
     bad_config.write_text("<View><Choices")
-    for args in (["ls-import", not_json], ["ls-import", no_column], ["ls-import", zipped],
+    for args in (["ls-import", not_json], ["ls-import", no_column], ["ls-import", zipped], ["ls-import", deep],
                  ["ls-import", tmp_path / "missing.json"], ["ls-import", no_column, "--config", bad_config],
                  ["ls-export", tmp_path / "t.json", "--document-root", tmp_path / "elsewhere"],
                  ["ls-push"], ["ls-pull"]):
@@ -392,9 +395,8 @@ def test_pull_is_incremental_and_idempotent(monkeypatch, invoke, store, run):
         result = invoke("07_label", "ls-pull")
         assert "answers imported 2" in result.output
         assert store.query("SELECT annotator, lead_time, prediction_id, ls_project_id FROM annotations ORDER BY id") == [
-            {"annotator": "ann@example.org", "lead_time": 12.5, "prediction_id": fox_prediction["id"],
-             "ls_project_id": 1},
-            {"annotator": "owner@example.org", "lead_time": 12.5, "prediction_id": None, "ls_project_id": 1}]
+            {"annotator": "2", "lead_time": 12.5, "prediction_id": fox_prediction["id"], "ls_project_id": 1},
+            {"annotator": "1", "lead_time": 12.5, "prediction_id": None, "ls_project_id": 1}]
         assert store.query("SELECT state FROM image_state WHERE image_id = ?", (image_ids[0],)) == [{"state": "keep"}]
         assert store.query("SELECT item_type, item_id FROM decisions WHERE rule = 'labelstudio accepted prediction'") \
             == [{"item_type": "caption", "item_id": blip}]
@@ -411,6 +413,31 @@ def test_pull_is_incremental_and_idempotent(monkeypatch, invoke, store, run):
         assert store.query("SELECT state FROM image_state WHERE image_id = ?", (image_ids[0],)) == [{"state": "drop"}]
         assert [row["annotations"] for row in store.query("SELECT annotations FROM ls_pulls ORDER BY id")] == [2, 0, 1]
         assert store.query("SELECT value FROM scores ORDER BY id") == [{"value": 3.0}, {"value": 1.0}]
+
+
+@pytest.mark.resilience
+def test_push_killed_after_the_import_and_rerun_adds_no_task_twice(store, run):
+    from fakes.labelstudio_server import FakeLabelStudio
+
+    image_ids = _library(store, run)
+    with FakeLabelStudio(store.path.parent) as fake:
+        env = {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
+               "PROMPTMILL_PROGRESS": "0"}
+        fake.hold_imports.clear()
+        process = subprocess.Popen([sys.executable, str(paths.STEPS_DIR / "07_label.py"), "ls-push", "--db",
+                                    str(store.path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not fake.tasks:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        fake.hold_imports.set()
+        assert len(fake.tasks) == 2
+        result = run_script("07_label", "ls-push", "--db", store.path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "tasks already in the project 2" in result.stderr + result.stdout
+        assert sorted(t["data"]["promptmill_image_id"] for t in fake.tasks.values()) == image_ids[:2]
+        assert len(fake.projects) == 1 and len(fake.storages) == 1 and len(fake.predictions) == 2
 
 
 @pytest.mark.resilience

@@ -8,9 +8,9 @@
   strict validation on)
 - ``GET /api/tasks/?project=&fields=all``         ``{"tasks": [...], "total": n}`` pages, 404 past the last
 - ``GET/POST /api/predictions/``, ``PATCH /api/predictions/{id}/``
-- ``GET /api/users/``                             the users, for annotator emails
 
-Requests need ``Authorization: Token <key>``. ``annotate`` adds or edits an annotation the way the
+Requests need ``Authorization: Token <key>``. ``hold_imports`` (an Event, set = open) keeps an import's
+answer back after its tasks are stored, so a test can kill the client between the two. ``annotate`` adds or edits an annotation the way the
 labelling UI saves one (``completed_by`` a user id, ``updated_at`` moved on each edit).
 """
 
@@ -38,12 +38,12 @@ class FakeLabelStudio(ThreadedServer):
         self.storages: dict[int, dict] = {}
         self.tasks: dict[int, dict] = {}
         self.predictions: dict[int, dict] = {}
-        self.users = {1: {"id": 1, "email": "owner@example.org", "username": "owner"},
-                      2: {"id": 2, "email": "ann@example.org", "username": "ann"}}
         self.requests: list[tuple[str, str]] = []
         self.ids = {"project": 0, "storage": 0, "task": 0, "prediction": 0, "annotation": 0}
         self.clock = START
         self.lock = threading.Lock()
+        self.hold_imports = threading.Event()
+        self.hold_imports.set()
         super().__init__(_handler(self))
 
     def next_id(self, kind: str) -> int:
@@ -115,6 +115,8 @@ def _handler(ls: FakeLabelStudio):
             parts = [part for part in url.path.split("/") if part]
             with ls.lock:
                 status, body = self.dispatch(method, parts, query)
+            if parts[-1:] == ["import"]:
+                ls.hold_imports.wait(timeout=120)
             self._send(status, body)
 
         def dispatch(self, method, parts, query):
@@ -153,8 +155,6 @@ def _handler(ls: FakeLabelStudio):
                 return _page(tasks, query, "tasks")
             if parts[:2] == ["api", "predictions"]:
                 return self.predictions(method, parts, query)
-            if parts[:2] == ["api", "users"] and method == "GET":
-                return 200, list(ls.users.values())
             return 404, {"detail": "Not found."}
 
         def import_tasks(self, project_id: int, tasks: list):

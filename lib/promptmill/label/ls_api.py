@@ -191,12 +191,8 @@ def pull(store: Store, run: Run, server: Server, title: str) -> None:
     since = store.scalar("SELECT until FROM ls_pulls WHERE ls_project_id = ? AND until IS NOT NULL "
                          "ORDER BY id DESC LIMIT 1", (ls_project_id,))
     ls = client(server)
-    emails = {user.id: user.email for user in _call("listing users", ls.users.list) if user.email}
     answers, cancelled = [], []
     for position, task in enumerate(server_tasks(ls, project_id, "listing tasks")):
-        for annotation in task.get("annotations") or []:
-            if isinstance(annotation.get("completed_by"), int):
-                annotation["completed_by"] = emails.get(annotation["completed_by"], annotation["completed_by"])
         answers.extend(answers_from_task(task, position, cancelled))
     run.add("cancelled annotations ignored", len(cancelled))
     changed = [a for a in answers if since is None or (a.meta.get("updated_at") or "") > since]

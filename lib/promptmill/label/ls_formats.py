@@ -127,7 +127,8 @@ def values_of(kind: str, raw) -> list:
 
 
 def annotator_of(completed_by) -> str | None:
-    """Label Studio names an annotator by email in exports and by user id in the API and JSON_MIN."""
+    """The annotator as Label Studio names them: a user id (its API and JSON export since 1.x), or the
+    email where the export carries the user (older exports, the converter's CSV)."""
     if isinstance(completed_by, dict):
         completed_by = completed_by.get("email") or completed_by.get("id")
     if completed_by is None or completed_by == "" or isinstance(completed_by, dict | list):
