@@ -253,7 +253,8 @@ def import_answers(store: Store, run: Run, path: Path, controls: dict[str, Contr
     if collector.completed:
         run.add("sources already imported")
         return kind
-    run.add("cancelled annotations ignored", len(cancelled))
+    if cancelled:
+        run.add("cancelled annotations ignored", len(cancelled))
     for position, reason, detail in errors:
         collector.add_error(position, reason, detail)
     collector.flush()

@@ -144,7 +144,8 @@ def push(store: Store, run: Run, server: Server, title: str, config_text: str, c
         if isinstance(image_id, int):
             present.setdefault(image_id, task)
     new = [task for task in wanted if task["data"]["promptmill_image_id"] not in present]
-    run.add("tasks already in the project", len(wanted) - len(new))
+    if len(wanted) > len(new):
+        run.add("tasks already in the project", len(wanted) - len(new))
     with bar(len(new), "import tasks", "task") as progress:
         for start in range(0, len(new), IMPORT_BATCH):
             batch = new[start:start + IMPORT_BATCH]
@@ -194,9 +195,11 @@ def pull(store: Store, run: Run, server: Server, title: str) -> None:
     answers, cancelled = [], []
     for position, task in enumerate(server_tasks(ls, project_id, "listing tasks")):
         answers.extend(answers_from_task(task, position, cancelled))
-    run.add("cancelled annotations ignored", len(cancelled))
+    if cancelled:
+        run.add("cancelled annotations ignored", len(cancelled))
     changed = [a for a in answers if since is None or (a.meta.get("updated_at") or "") > since]
-    run.add("annotations unchanged since the last pull", len(answers) - len(changed))
+    if len(answers) > len(changed):
+        run.add("annotations unchanged since the last pull", len(answers) - len(changed))
     record_answers(store, run, changed, ls_project_id=ls_project_id,
                    locator=f"{server.url}/projects/{project_id}")
     until = max((a.meta.get("updated_at") or "" for a in changed), default="") or since
