@@ -55,6 +55,8 @@ def _library(store, run):
 
 
 def test_export_tasks_open_in_label_studio_with_predictions(tmp_path, invoke, store, run):
+    from label_studio_sdk.label_interface import LabelInterface
+
     image_ids = _library(store, run)
     out = tmp_path / "out" / "tasks.json"
     invoke("07_label", "ls-export", out)
@@ -72,7 +74,9 @@ def test_export_tasks_open_in_label_studio_with_predictions(tmp_path, invoke, st
     assert results["reverse_prompt"]["value"] == {"text": ["a fox standing in the snow"]}
     assert results["machine_tags"]["value"] == {"text": ["fox, snow, outdoors"]}
     assert results["human_desc"]["value"] == {"text": ["a red fox"]}
+    interface = LabelInterface(DEFAULT_CONFIG.read_text())
     for task in tasks:
+        assert interface.validate_prediction(task["predictions"][0])
         for result in task["predictions"][0]["result"]:
             control = controls[result["from_name"]]
             assert result["to_name"] == control.to_name and result["type"] == control.type
@@ -379,7 +383,9 @@ def test_push_creates_the_project_once_and_only_new_tasks(monkeypatch, invoke, s
 
 def test_pull_is_incremental_and_idempotent(monkeypatch, invoke, store, run):
     from fakes.labelstudio_server import FakeLabelStudio
+    from promptmill.label import ls_api
 
+    monkeypatch.setattr(ls_api, "PAGE_SIZE", 1)  # every task on its own page, as with a large project
     image_ids = _library(store, run)
     blip = store.scalar("SELECT id FROM captions WHERE kind = 'blip'")
     with FakeLabelStudio(store.path.parent) as fake:

@@ -104,6 +104,7 @@ def ensure_project(store: Store, run: Run, ls, server: Server, title: str, confi
 def ensure_storage(store: Store, run: Run, ls, ls_project_id: int, project_id: int, blobs: Path) -> int:
     """The project's local-files storage at the image store (<db folder>/blobs). It is never synced:
     a sync would make a task of every blob, kept or not, without its prompt or file name."""
+    blobs.mkdir(parents=True, exist_ok=True)  # Label Studio refuses a storage path that doesn't exist
     path = str(blobs.resolve())
     existing = _call("listing storages", ls.import_storage.local.list, project=project_id)
     storage_id = next((storage.id for storage in existing if storage.path == path), None)
