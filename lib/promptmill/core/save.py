@@ -106,3 +106,20 @@ def save_item_error(conn, run: Run, reason: str, *, source_id: int | None = None
                  "VALUES (?, ?, ?, ?, ?, ?)", (source_id, position, locator, reason, (detail or "")[:500] or None,
                                                run.id))
     return True
+
+
+ANNOTATION_COLUMNS = ("task_id", "ls_annotation_id", "annotator", "created_at", "updated_at", "lead_time",
+                      "prediction_id")
+
+
+def save_annotation(conn, run: Run, image_id: int, natural_key: str, *, source_id: int | None = None,
+                    ls_project_id: int | None = None, **facts) -> int:
+    """One version of a person's Label Studio answer (who, when, how long); its id, new or not.
+
+    FACTS are the ANNOTATION_COLUMNS; the captions, labels, scores and decisions made from it point here."""
+    values = [facts.get(column) for column in ANNOTATION_COLUMNS]
+    conn.execute(
+        f"INSERT INTO annotations (image_id, source_id, ls_project_id, {', '.join(ANNOTATION_COLUMNS)}, natural_key, "
+        f"run_id) VALUES ({', '.join('?' * (len(ANNOTATION_COLUMNS) + 5))}) ON CONFLICT (natural_key) DO NOTHING",
+        (image_id, source_id, ls_project_id, *values, natural_key, run.id))
+    return conn.execute("SELECT id FROM annotations WHERE natural_key = ?", (natural_key,)).fetchone()[0]

@@ -42,7 +42,14 @@ from promptmill.core import resources
 from promptmill.core.errors import BadInput
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
-from promptmill.core.save import save_caption, save_decisions, save_item_error, save_label, save_score
+from promptmill.core.save import (
+    save_annotation,
+    save_caption,
+    save_decisions,
+    save_item_error,
+    save_label,
+    save_score,
+)
 from promptmill.core.state import kept_images_sql
 from promptmill.core.store import Store
 from promptmill.core.text import sha256_hex
@@ -292,22 +299,10 @@ def record_answers(store: Store, run: Run, answers: list[Answer], *, source_id: 
             progress.update(len(batch))
 
 
-def _save_annotation(conn, run: Run, image_id: int, answer: Answer, source_id: int | None,
-                     ls_project_id: int | None) -> int:
-    meta = answer.meta
-    conn.execute(
-        "INSERT INTO annotations (image_id, source_id, ls_project_id, task_id, ls_annotation_id, annotator, "
-        "created_at, updated_at, lead_time, prediction_id, natural_key, run_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-        (image_id, source_id, ls_project_id, meta.get("task_id"), meta.get("ls_annotation_id"), meta.get("annotator"),
-         meta.get("created_at"), meta.get("updated_at"), meta.get("lead_time"), meta.get("prediction_id"),
-         answer.key, run.id))
-    return conn.execute("SELECT id FROM annotations WHERE natural_key = ?", (answer.key,)).fetchone()[0]
-
-
 def _record(conn, run: Run, image_id: int, answer: Answer, source_id: int | None, ls_project_id: int | None,
             scope_suffix: str) -> None:
-    annotation_id = _save_annotation(conn, run, image_id, answer, source_id, ls_project_id) if answer.key else None
+    annotation_id = save_annotation(conn, run, image_id, answer.key, source_id=source_id,
+                                    ls_project_id=ls_project_id, **answer.meta) if answer.key else None
     author = answer.meta.get("annotator")
 
     def key(name: str, value=None) -> str:
