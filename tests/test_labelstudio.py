@@ -447,6 +447,30 @@ def test_push_killed_after_the_import_and_rerun_adds_no_task_twice(store, run):
 
 
 @pytest.mark.resilience
+def test_two_pushes_at_once_import_each_image_once(store, run):
+    from fakes.labelstudio_server import FakeLabelStudio
+
+    image_ids = _library(store, run)
+    with FakeLabelStudio(store.path.parent) as fake:
+        env = {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
+               "PROMPTMILL_PROGRESS": "0"}
+        fake.hold_imports_before.clear()
+        command = [sys.executable, str(paths.STEPS_DIR / "07_label.py"), "ls-push", "--db", str(store.path)]
+        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and ("POST", "/api/projects/1/import") not in fake.requests:
+            time.sleep(0.05)
+        second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2)  # the second reaches the lock while the first is held inside its import
+        fake.hold_imports_before.set()
+        outputs = [process.communicate(timeout=300)[0] for process in (first, second)]
+        assert [process.returncode for process in (first, second)] == [0, 0], outputs
+        assert sorted(t["data"]["promptmill_image_id"] for t in fake.tasks.values()) == image_ids[:2]
+        assert "tasks already in the project 2" in outputs[1]
+        assert len(fake.projects) == 1 and len(fake.storages) == 1 and len(fake.predictions) == 2
+
+
+@pytest.mark.resilience
 def test_import_killed_and_rerun_ends_like_one_run(tmp_path):
     tasks = [{"id": n, "data": {"file_name": f"{n}.png"},
               "annotations": [_annotation(n * 1000 + k, [_result("human_desc", "textarea", [f"text {n} {k}"]),

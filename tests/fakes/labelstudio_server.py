@@ -10,7 +10,8 @@
 - ``GET/POST /api/predictions/``, ``PATCH /api/predictions/{id}/``
 
 Requests need ``Authorization: Token <key>``. ``hold_imports`` (an Event, set = open) keeps an import's
-answer back after its tasks are stored, so a test can kill the client between the two. ``annotate`` adds or edits an annotation the way the
+answer back after its tasks are stored, so a test can kill the client between the two;
+``hold_imports_before`` holds it before they are stored, so two clients can overlap. ``annotate`` adds or edits an annotation the way the
 labelling UI saves one (``completed_by`` a user id, ``updated_at`` moved on each edit).
 """
 
@@ -44,6 +45,8 @@ class FakeLabelStudio(ThreadedServer):
         self.lock = threading.Lock()
         self.hold_imports = threading.Event()
         self.hold_imports.set()
+        self.hold_imports_before = threading.Event()
+        self.hold_imports_before.set()
         super().__init__(_handler(self))
 
     def next_id(self, kind: str) -> int:
@@ -113,6 +116,8 @@ def _handler(ls: FakeLabelStudio):
             if self.headers.get("Authorization") != f"Token {ls.token}":
                 return self._send(401, {"detail": "Authentication credentials were not provided."})
             parts = [part for part in url.path.split("/") if part]
+            if parts[-1:] == ["import"]:
+                ls.hold_imports_before.wait(timeout=120)
             with ls.lock:
                 status, body = self.dispatch(method, parts, query)
             if parts[-1:] == ["import"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,9 +132,29 @@ def server_tasks(ls, project_id: int, what: str) -> list[dict]:
         tasks.append(_as_dict(item))
 
 
+@contextmanager
+def push_lock(store: Store):
+    """One push at a time per database: a second waits, then finds the first one's tasks on the server
+    instead of importing them again. The lock is the kernel's, so a killed push releases it."""
+    import fcntl
+
+    with open(store.path.parent / f".{store.path.name}.ls-push.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def push(store: Store, run: Run, server: Server, title: str, config_text: str, controls: dict[str, Control],
          source_id: int | None = None) -> None:
     """Tasks for kept images not yet in the project; each task's promptmill prediction created or updated."""
+    with push_lock(store):
+        _push(store, run, server, title, config_text, controls, source_id)
+
+
+def _push(store: Store, run: Run, server: Server, title: str, config_text: str, controls: dict[str, Control],
+          source_id: int | None) -> None:
     ls = client(server)
     ls_project_id, project_id = ensure_project(store, run, ls, server, title, config_text)
     document_root = store.path.parent
