@@ -10,12 +10,14 @@ import zipfile
 
 import pytest
 from curation_fixtures import add_caption, add_decision, add_images, add_label
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import paths
 from conftest import run_script
 from promptmill.core.runs import start_run
 from promptmill.core.store import open_store
-from promptmill.label.labelstudio import DEFAULT_CONFIG, read_config
+from promptmill.label.labelstudio import DEFAULT_CONFIG, import_answers, read_config
 
 SSLQ = paths.EXAMPLES_DIR / "labelstudio"
 
@@ -311,6 +313,39 @@ def test_import_flat_csv_of_the_sslq_project(tmp_path, invoke, store, run):
     before = store.count("labels")
     invoke("07_label", "ls-import", subset)
     assert store.count("labels") == before
+
+
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["text", "choices", "labels", "taxonomy", "rating", "number", "x"]), inner, max_size=2),
+    max_leaves=8)
+ANY_RESULT = st.fixed_dictionaries({
+    "from_name": st.sampled_from(["human_desc", "notes", "mood", "palette", "tags", "triage", "quality", "other"]),
+    "to_name": st.just("image"),
+    "type": st.sampled_from(["textarea", "choices", "labels", "taxonomy", "rating", "number", "rectanglelabels"]),
+    "origin": st.sampled_from(["manual", "prediction", "prediction-changed"]),
+    "value": ANY_VALUE,
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(results=st.lists(st.lists(ANY_RESULT, max_size=4), min_size=1, max_size=4), image_id=ANY_VALUE)
+def test_any_result_value_is_recorded_or_reported_never_a_crash(tmp_path_factory, results, image_id):
+    folder = tmp_path_factory.mktemp("fuzz")
+    store = open_store(folder / "db" / "p.db")
+    with start_run(store, "test", "fixture", {}, argv=["pytest"]) as run:
+        [fox] = add_images(store, run, ["fox.png"])
+        tasks = [{"id": 1, "data": {"promptmill_image_id": image_id, "file_name": "fox.png"},
+                  "annotations": [_annotation(n, result, updated=f"2025-05-01T10:00:{n:02d}Z")
+                                  for n, result in enumerate(results, 1)]}]
+        export = folder / "export.json"
+        export.write_text(json.dumps(tasks))
+        import_answers(store, run, export, read_config(DEFAULT_CONFIG))
+    # Every answer is accounted for (the image id is used when it is one, else the file name finds it).
+    assert store.count("annotations", "image_id = ?", (fox,)) == len(results)
+    assert store.count("item_errors", "reason != 'malformed result'") == 0
+    store.close()
 
 
 def test_bad_label_studio_commands_exit_2(tmp_path, store):

@@ -23,7 +23,7 @@ from promptmill.core.progress import bar
 from promptmill.core.runs import Run, now
 from promptmill.core.store import Store
 from promptmill.label.labelstudio import MODEL_VERSION_PREFIX, Control, build_tasks, record_answers
-from promptmill.label.ls_formats import answers_from_task
+from promptmill.label.ls_formats import BadValue, answers_from_task
 
 PAGE_SIZE = 100
 IMPORT_BATCH = 500
@@ -214,9 +214,14 @@ def pull(store: Store, run: Run, server: Server, title: str) -> None:
     since = store.scalar("SELECT until FROM ls_pulls WHERE ls_project_id = ? AND until IS NOT NULL "
                          "ORDER BY id DESC LIMIT 1", (ls_project_id,))
     ls = client(server)
-    answers, cancelled = [], []
+    answers, cancelled, malformed = [], [], 0
     for position, task in enumerate(server_tasks(ls, project_id, "listing tasks")):
-        answers.extend(answers_from_task(task, position, cancelled))
+        try:
+            answers.extend(answers_from_task(task, position, cancelled))
+        except BadValue:
+            malformed += 1
+    if malformed:
+        run.add("malformed tasks skipped", malformed)
     if cancelled:
         run.add("cancelled annotations ignored", len(cancelled))
     changed = [a for a in answers if since is None or (a.meta.get("updated_at") or "") > since]
