@@ -506,6 +506,43 @@ def test_two_pushes_at_once_import_each_image_once(store, run):
 
 
 @pytest.mark.resilience
+def test_pull_killed_and_rerun_ends_like_one_pull(tmp_path):
+    from fakes.labelstudio_server import FakeLabelStudio
+
+    stores = {name: open_store(tmp_path / name / "p.db") for name in ("killed", "clean")}
+    for store in stores.values():
+        with start_run(store, "test", "fixture", {}, argv=["pytest"]) as run:
+            add_images(store, run, ["a.png", "b.png"])
+    with FakeLabelStudio(tmp_path) as fake:
+        env = {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
+               "PROMPTMILL_PROGRESS": "0"}
+        for store in stores.values():
+            assert run_script("07_label", "ls-push", "--db", store.path, env=env).returncode == 0
+        for task_id in fake.tasks:
+            for k in range(1000):
+                fake.annotate(task_id, [_result("human_desc", "textarea", [f"text {task_id} {k}"]),
+                                        _result("mood", "choices", ["epic"]), _result("quality", "rating", k % 5 + 1)])
+        killed = stores["killed"]
+        process = subprocess.Popen([sys.executable, str(paths.STEPS_DIR / "07_label.py"), "ls-pull", "--db",
+                                    str(killed.path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed.count("annotations"):
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert killed.count("annotations") > 0 and killed.count("ls_pulls") == 0
+        for store in stores.values():
+            assert run_script("07_label", "ls-pull", "--db", store.path, env=env).returncode == 0
+
+    def rows(store):
+        return [store.query(f"SELECT natural_key FROM {table} ORDER BY natural_key")
+                for table in ("annotations", "captions", "labels", "scores")]
+
+    assert rows(stores["killed"]) == rows(stores["clean"])
+    assert stores["clean"].count("annotations") == 2000
+
+
+@pytest.mark.resilience
 def test_import_killed_and_rerun_ends_like_one_run(tmp_path):
     tasks = [{"id": n, "data": {"file_name": f"{n}.png"},
               "annotations": [_annotation(n * 1000 + k, [_result("human_desc", "textarea", [f"text {n} {k}"]),
