@@ -393,6 +393,9 @@ def test_push_creates_the_project_once_and_only_new_tasks(monkeypatch, invoke, s
         [storage] = fake.storages.values()
         assert storage["path"] == str((store.path.parent / "blobs").resolve()) and storage["project"] == project["id"]
         assert sorted(t["data"]["promptmill_image_id"] for t in fake.tasks.values()) == image_ids[:2]
+        for task in fake.tasks.values():
+            relative = urllib.parse.unquote(task["data"]["image"].removeprefix("/data/local-files/?d="))
+            assert relative.startswith("blobs/") and (store.path.parent / relative).is_file()
         interface = LabelInterface(project["label_config"])
         for prediction in fake.predictions.values():
             assert interface.validate_prediction(prediction) and prediction["model_version"].startswith("promptmill:")

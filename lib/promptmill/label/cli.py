@@ -129,23 +129,30 @@ def ls_import(db_path, export, config_path):
 @db_option
 @click.option("--project", "title", default="promptmill", show_default=True, help="Project title in Label Studio.")
 @_config_option
+@click.option("--document-root", type=click.Path(file_okay=False),
+              help="The server's LOCAL_FILES_DOCUMENT_ROOT, if not the database folder (it must hold it).")
 @click.option("--source", "source_id", type=int, help="Only images found in this source id.")
-def ls_push(db_path, title, config_path, source_id):
+def ls_push(db_path, title, config_path, document_root, source_id):
     """Send kept images as tasks to the Label Studio at LABEL_STUDIO_URL (token: LABEL_STUDIO_API_KEY).
 
     Creates or reuses the project, adds a local-files storage at <db folder>/blobs, imports only images
     not yet tasks there, and creates or updates their promptmill predictions."""
     from pathlib import Path
 
+    from promptmill.cli import BadInput
     from promptmill.label import ls_api
     from promptmill.label.labelstudio import DEFAULT_CONFIG, read_config
 
     config = Path(config_path or DEFAULT_CONFIG)
     controls = read_config(config)
     server = ls_api.server_from_env()
-    params = {"server": server.url, "project": title, "config": str(config), "source": source_id}
+    params = {"server": server.url, "project": title, "config": str(config), "document_root": document_root,
+              "source": source_id}
     with step_run(db_path, STEP, "ls-push", params) as (store, run):
-        ls_api.push(store, run, server, title, config.read_text(encoding="utf-8"), controls, source_id)
+        root = Path(document_root) if document_root else store.path.parent
+        if not store.blobs.root.resolve().is_relative_to(root.resolve()):
+            raise BadInput(f"the image store {store.blobs.root} is not under --document-root {root}")
+        ls_api.push(store, run, server, title, config.read_text(encoding="utf-8"), controls, root, source_id)
 
 
 @cli.command("ls-pull")
