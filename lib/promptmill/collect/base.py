@@ -1,6 +1,11 @@
-"""Write what a source yields into the store: prompts, images, imported captions, errors.
+"""Sources and the collector that writes what they yield into the store.
 
-A source reader (see ``promptmill.sources``) calls :class:`Collector`'s ``add_*``
+A :class:`Source` is one way in (`promptmill collect NAME`): its command-line
+parameters and the imports it makes. Built-in sources and third-party ones (entry
+point group ``promptmill.sources``) are found through the same registry,
+:func:`sources`.
+
+A source's reader calls :class:`Collector`'s ``add_*``
 methods with each item's position inside the source. Rows are buffered and
 committed in batches; each batch is one transaction, so a killed run leaves a
 prefix of the source behind and the next run skips what is already there.
@@ -10,11 +15,18 @@ Natural keys (source, position) make a second import add nothing.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from itertools import chain, islice
 from pathlib import Path
+from typing import ClassVar
+
+import click
 
 from promptmill.core.images import probe_image
 from promptmill.core.runs import Run
@@ -68,6 +80,65 @@ class SourceInfo:
     options: dict = field(default_factory=dict)
     bytes: int | None = None
     meta: dict = field(default_factory=dict)
+
+
+Reader = Callable[["Collector"], int]
+
+
+class Source(ABC):
+    """One way into the database, shown as `promptmill collect NAME`.
+
+    A subclass names itself, lists its click parameters and, built from their parsed
+    values, yields what to import: a :class:`SourceInfo` and a reader that feeds a
+    :class:`Collector` and returns the number of items it read. The constructor checks
+    the options and raises :class:`~promptmill.core.errors.BadInput` before any run starts."""
+
+    name: ClassVar[str]
+    params: ClassVar[tuple[click.Parameter, ...]] = ()
+    # Remote sources change between runs: read them again even when a run finished them.
+    reread_completed: ClassVar[bool] = False
+
+    def __init__(self, **options):
+        self.options = options
+
+    @abstractmethod
+    def imports(self) -> Iterator[tuple[SourceInfo, Reader]]:
+        """(what is imported, how to read it), one pair per source row."""
+
+    def recorded(self) -> dict:
+        """Values worked out from the options that the run records beside them (a detected format)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the constructor opened (nothing, unless a source says otherwise)."""
+        return None
+
+
+# Built-in sources, as "module:class" like an entry point's value, loaded only when named.
+BUILTIN_SOURCES = {
+    "text": "promptmill.collect.sources:TextSource",
+    "discord": "promptmill.collect.sources:DiscordSource",
+    "table": "promptmill.collect.sources:TableSource",
+    "imagefolder": "promptmill.collect.sources:ImageFolderSource",
+    "zip": "promptmill.collect.sources:ZipSource",
+    "hf": "promptmill.collect.sources:HfSource",
+    "gelbooru": "promptmill.collect.sources:GelbooruSource",
+}
+ENTRY_POINT_GROUP = "promptmill.sources"
+
+
+def sources() -> dict[str, Callable[[], type[Source]]]:
+    """Source name -> loader of its class: the built-ins, then installed plugins (which may not
+    replace a built-in name)."""
+    found = {name: functools.partial(_load, spec) for name, spec in BUILTIN_SOURCES.items()}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name, point.load)
+    return found
+
+
+def _load(spec: str) -> type[Source]:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class Collector:
