@@ -154,6 +154,7 @@ class Collector:
         self._images: list[tuple] = []
         self._lean: list[tuple] = []  # (positions, texts, hashes) column chunks
         self._lean_rows = 0
+        self.incomplete = False
         self.store.execute(f"PRAGMA wal_autocheckpoint = {IMPORT_WAL_AUTOCHECKPOINT}")
         self.source_id, self.completed, self.done_upto = self._open_source()
 
@@ -223,17 +224,23 @@ class Collector:
         if len(self._errors) >= self.batch_rows:
             self.flush()
 
+    def mark_incomplete(self):
+        """The source ended early (a file cut off): finish() leaves it open, so it is read again."""
+        self.incomplete = True
+
     def add_image(self, position: int, data: bytes, locator: str, caption: str | None = None,
                   prompt: str | None = None, meta: dict | None = None, caption_meta: dict | None = None,
-                  tags: list[str] | None = None):
-        """An image found in the source, with the caption or prompt (and tags) found beside it.
+                  tags: list[str] | None = None, prompt_position: int | None = None):
+        """An image found in the source, with the caption or prompt (and tags) found beside it, or
+        linked to the prompt this source holds at prompt_position (a message and its attachment).
 
         Unreadable bytes are kept too (format NULL), so 02_clean can record why they are dropped."""
         probe = probe_image(data, locator)
         if probe.format is None:
             self.run.add("images unreadable")
         sha256, _ = self.store.blobs.put(data, probe.ext)
-        self._images.append((position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags))
+        self._images.append((position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags,
+                             prompt_position))
         if len(self._images) >= max(1, self.batch_rows // 100):
             self.flush()
 
@@ -281,7 +288,8 @@ class Collector:
             self._prompts,
         )
 
-    def _write_image(self, conn, position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags):
+    def _write_image(self, conn, position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags,
+                     prompt_position):
         before = conn.total_changes
         conn.execute(
             "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
@@ -299,8 +307,11 @@ class Collector:
                 (self.source_id, position, locator, prompt, text_hash(norm),
                  json.dumps(meta, sort_keys=True, default=str) if meta else None, self.run.id),
             )
-            prompt_id = conn.execute("SELECT id FROM prompts WHERE source_id = ? AND position = ?",
-                                     (self.source_id, position)).fetchone()[0]
+            prompt_position = position
+        if prompt_position is not None:
+            found = conn.execute("SELECT id FROM prompts WHERE source_id = ? AND position = ?",
+                                 (self.source_id, prompt_position)).fetchone()
+            prompt_id = found[0] if found else None
         conn.execute(
             "INSERT INTO image_origins (image_id, source_id, position, locator, prompt_id, meta, run_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position) DO NOTHING",
@@ -328,8 +339,12 @@ class Collector:
                     )
 
     def finish(self, items: int):
-        """Flush and mark the source complete, so the next import of it is skipped at once."""
+        """Flush and mark the source complete, so the next import of it is skipped at once
+        (unless it ended early: then it stays open and the run says so)."""
         self.flush()
+        if self.incomplete:
+            self.run.add("sources incomplete")
+            return
         with self.store.transaction():
             self.store.execute(
                 "UPDATE sources SET completed_run_id = ?, items = ? WHERE id = ? AND completed_run_id IS NULL",

@@ -23,7 +23,8 @@ def import_once(store, run, info, read, reread_completed: bool = False) -> None:
         run.add("sources already imported")
         return
     collector.finish(read(collector))
-    run.add("sources imported")
+    if not collector.incomplete:
+        run.add("sources imported")
 
 
 def source_command(source_class: type[Source]) -> click.Command:
