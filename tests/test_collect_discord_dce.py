@@ -13,6 +13,7 @@ from promptmill.core.text import hash_author
 ANN = User("800000000000000001", "ann_lee", "Ann Lee")
 BOB = User("800000000000000002", "bob")
 DREAMBOT = User("1003336000000000001", "dreambot", "DreamBot", is_bot=True)
+MOTHERSHIP = User("1002292111942635562", "DreamBotMothership", is_bot=True)
 MJ = User("936929561302675456", "Midjourney Bot", is_bot=True)
 
 
@@ -37,7 +38,10 @@ def dreambot_export(markdown: bool) -> tuple[Export, list[tuple[str, str, User, 
                        "for <@800000000000000002>\nSeed 7", mentions=[BOB]))
     export.add(Message("5", DREAMBOT, '<@800000000000000002> !dream "a castle on a hill, oil" -n 4 -g -S 1234 '
                        '-C 7 -A k_lms', mentions=[BOB]))
-    export.add(Message("6", ANN, "GuildMemberJoin", type="GuildMemberJoin"))
+    export.add(Message("6", ANN, "Joined the server.", type="GuildMemberJoin"))
+    export.add(Message("7", MOTHERSHIP, '`!dream "moss on old stones, macro" --seed 77 -s 30 -W 640 -H 384` '
+                       "The seeds for each individual image are [77]", type="Reply", reference="1",
+                       mentions=[ANN]))
     expected = [
         ("3", "book cover: a red door, nier:automata style, bald::-10", ANN,
          {"negative_prompt": "blurry, text", "seed": 361562174, "steps": 20, "cfg_scale": 6.0,
@@ -45,6 +49,7 @@ def dreambot_export(markdown: bool) -> tuple[Export, list[tuple[str, str, User, 
         ("4", "a lighthouse at dusk", BOB, {"seed": 7}),
         ("5", "a castle on a hill, oil", BOB, {"n": 4, "grid": True, "seed": 1234, "cfg_scale": 7.0,
                                                "sampler": "k_lms"}),
+        ("7", "moss on old stones, macro", ANN, {"seed": 77, "steps": 30, "width": 640, "height": 384}),
     ]
     return export, expected
 
@@ -82,7 +87,7 @@ def test_dreambot_csv_excel_style(tmp_path, invoke, store):
     rows = store.query("SELECT * FROM prompts ORDER BY position")
     assert [r["text"] for r in rows] == [e[1] for e in expected]
     # CSV has no mentions array: the rendered @name is the author key
-    assert [r["author"] for r in rows] == [hash_author("@Ann Lee"), hash_author("@bob"), hash_author("@bob")]
+    assert [r["author"] for r in rows] == [hash_author("@Ann Lee"), hash_author("@bob"), hash_author("@bob"), None]
     assert json.loads(rows[0]["meta"])["seed"] == 361562174
 
 

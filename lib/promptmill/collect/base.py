@@ -53,6 +53,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def decode_text(data: bytes) -> str:
+    """Text as editors and spreadsheets save it: a UTF-8 or UTF-16 byte order mark is read and
+    dropped (Excel's "CSV UTF-8", Notepad's "Unicode"); no mark means UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
 def folder_sha256(root: str | os.PathLike) -> str:
     """Hash of a folder: every file's relative path, size and modification time.
 

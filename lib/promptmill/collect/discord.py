@@ -50,7 +50,7 @@ _MESSAGES_KEY = re.compile(r'"messages"\s*:\s*\[')
 # system notice (joins, pins, thread starts, boosts, calls, renames).
 TYPED_MESSAGES = {"Default", "Reply"}
 THREAD_TYPES = {"GuildPublicThread", "GuildPrivateThread", "GuildNewsThread"}
-KNOWN_BOTS = {"midjourney bot", "dreambot", "dream bot", "stable diffusion", "niji・journey bot",
+KNOWN_BOTS = {"midjourney bot", "dreambot", "dream bot", "dreambotmothership", "stable diffusion", "niji・journey bot",
               "niji journey bot", "stablebot", "carl-bot", "mee6", "dyno"}
 
 # /dream results. The bot's argument names: only these are split off the prompt.
@@ -63,7 +63,8 @@ _FOR_USER = re.compile(r"\bfor\s+`?(?:<@!?(?P<id>\d+)>|@(?P<name>[^`*\n]+?))`?(?
 # !dream "prompt" -n 4 -g -S 1234 -C 7 -A k_lms (the Aug 2022 bot)
 _BANG_DREAM = re.compile(r'!dream\s+(?P<command>"(?:[^"\\]|\\.)*".*)')
 BANG_FLAGS = {"-S": "seed", "-s": "steps", "-C": "cfg_scale", "-A": "sampler", "-W": "width", "-H": "height",
-              "-n": "n", "-b": "batch_size", "-f": "strength"}
+              "-n": "n", "-b": "batch_size", "-f": "strength", "--seed": "seed", "--steps": "steps",
+              "--cfg_scale": "cfg_scale", "--sampler": "sampler", "--width": "width", "--height": "height"}
 BANG_SWITCHES = {"-g": "grid", "-i": "individual", "-U": "upscale", "-G": "face_restore"}
 _LEADING_MENTION = re.compile(r"^\s*(?:<@!?(?P<id>\d+)>|@(?P<name>\S+))")
 
@@ -178,7 +179,7 @@ def bang_dream_prompt(message: dict, content: str) -> tuple[str, dict, str | Non
     if not match:
         return None
     try:
-        words = shlex.split(match["command"].split("\n", 1)[0])
+        words = shlex.split(re.split(r"[`\n]", match["command"], maxsplit=1)[0])
     except ValueError:
         return None
     prompt, args, index = words[0].strip(), {}, 1
@@ -195,7 +196,11 @@ def bang_dream_prompt(message: dict, content: str) -> tuple[str, dict, str | Non
     if author.get("isBot") is False:
         return prompt, args, author.get("id")
     lead = _LEADING_MENTION.search(content[:match.start()])
-    return prompt, args, resolve_user(message, lead and lead["id"], lead and lead["name"])
+    if lead:
+        return prompt, args, resolve_user(message, lead["id"], lead["name"])
+    mentioned = [m for m in message.get("mentions") or [] if isinstance(m, dict) and m.get("id")]
+    # the bot replied to the request: Discord lists the replied-to user among the mentions
+    return prompt, args, mentioned[0]["id"] if len(mentioned) == 1 else None
 
 
 def midjourney_prompt(message: dict, content: str) -> tuple[str, dict, str | None] | None:
