@@ -300,9 +300,10 @@ class Collector:
                      prompt_position):
         before = conn.total_changes
         conn.execute(
-            "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-            (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes, self.run.id),
+            "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, orientation, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes,
+             probe.orientation, self.run.id),
         )
         self.run.add("images added" if conn.total_changes > before else "images already there")
         image_id = conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha256,)).fetchone()[0]
