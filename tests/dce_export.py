@@ -91,6 +91,8 @@ class Export:
         return f"{path.name}_Files/{local}"
 
     def message_json(self, path: Path, message: Message) -> dict:
+        for user in (message.author, *message.mentions):
+            self.users.setdefault(user.id, user)
         out = {
             "id": message.id, "type": message.type,
             "timestamp": self.timestamp(message).isoformat(timespec="milliseconds"),
@@ -113,18 +115,24 @@ class Export:
         out["inlineEmojis"] = []
         return out
 
-    def write_json(self, path: Path, bom: bool = False) -> Path:
-        document = {
+    def write_json(self, path: Path, bom: bool = False, messages=None) -> Path:
+        """The export, written message by message as DCE's Utf8JsonWriter streams it (indented,
+        unescaped non-ASCII); MESSAGES may be any iterable, so a huge export never sits in memory."""
+        header = {
             "guild": {"id": "900", "name": self.guild, "iconUrl": "https://cdn.discordapp.com/icons/900/a.png"},
             "channel": {"id": "1000", "type": self.channel_type, "categoryId": "990" if self.parent else None,
                         "category": self.parent, "name": self.channel, "topic": None},
             "dateRange": {"after": None, "before": None},
             "exportedAt": "2022-08-21T00:00:00.000+00:00",
-            "messages": [self.message_json(path, m) for m in self.messages],
-            "messageCount": len(self.messages),
         }
-        text = json.dumps(document, indent=2, ensure_ascii=False)
-        path.write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
+        count = 0
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(("\ufeff" if bom else "") + json.dumps(header, indent=2, ensure_ascii=False)[:-2]
+                     + ',\n  "messages": [')
+            for count, message in enumerate(self.messages if messages is None else messages, 1):
+                text = json.dumps(self.message_json(path, message), indent=2, ensure_ascii=False)
+                fh.write(("," if count > 1 else "") + "\n    " + text.replace("\n", "\n    "))
+            fh.write(f'\n  ],\n  "messageCount": {count}\n}}')
         return path
 
     def write_csv(self, path: Path, newline: str = "\n") -> Path:
