@@ -73,8 +73,10 @@ def main():
     for name in PRESETS:
         drops, missed = rule_precision(name, rows)
         counts = seed_drops(name) if args.all else {}
-        for rule, (dropped, right) in sorted(drops.items(), key=lambda item: -item[1][0]):
-            row = f"| {name} | {rule} | {dropped} | {right / dropped:.2f} |"
+        rules = sorted(set(drops) | {rule for rule in counts if rule}, key=lambda r: -drops.get(r, [0])[0])
+        for rule in rules:
+            dropped, right = drops.get(rule, (0, 0))
+            row = f"| {name} | {rule} | {dropped} | {f'{right / dropped:.2f}' if dropped else '-'} |"
             print(row + (f" {counts.get(rule, 0):,} |" if args.all else ""))
         print(f"| {name} | (non-prompts kept) | {len(missed)} | |" + (f" {counts.get(None, 0):,} kept |"
                                                                         if args.all else ""))
