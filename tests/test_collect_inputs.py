@@ -40,6 +40,10 @@ def test_excel_metadata_csv_and_sidecars_of_every_encoding(tmp_path, invoke, sto
                                                           ("train/2.png", "blue sea")]
     assert [json.loads(r["meta"]) for r in rows] == [{"seed": s, "split": "train"} for s in (11, 12, 13)]
     assert store.count("item_errors") == 0
+    excel_csv(folder / "train" / "metadata.csv", [["File Name", "text"], ["0.png", "a red door"]])
+    invoke("01_collect", "imagefolder", folder)
+    assert store.query("SELECT reason, detail FROM item_errors") == [
+        {"reason": "missing column", "detail": "no file_name column; it has: File Name, text"}]
 
     sidecars = tmp_path / "gallery"
     sidecars.mkdir()
@@ -144,3 +148,25 @@ def check_table_links(store):
     assert [json.loads(r["meta"])["sampler"] for r in rows] == ["k_lms", "others", "ddim"]
     meta = json.loads(rows[0]["meta"])
     assert (meta["seed"], meta["steps"], meta["cfg_scale"], meta["width"]) == (38753269, 50, 12.0, 512)
+
+
+def test_datasets_reads_the_same_excel_folder_and_photo_sizes(tmp_path, invoke, store, monkeypatch):
+    """The real consumer: `datasets` loads the Excel-saved imagefolder with the same captions, and decodes
+    an EXIF-rotated photo at the size 01_collect recorded."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.new("RGB", (64, 48), "red").save(folder / "0.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (64, 48), "blue").save(folder / "1.jpg", exif=exif)
+    excel_csv(folder / "metadata.csv", [["file_name", "text"], ["0.png", "a red square"], ["1.jpg", "café au lait"]])
+    invoke("01_collect", "imagefolder", folder)
+    ours = store.query("SELECT o.locator, c.text, i.width, i.height FROM image_origins o "
+                       "JOIN images i ON i.id = o.image_id JOIN captions c ON c.image_id = i.id ORDER BY o.position")
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
+    theirs = sorted((row["text"], row["image"].size) for row in loaded)
+    assert sorted((r["text"], (r["width"], r["height"])) for r in ours) == theirs == [
+        ("a red square", (64, 48)), ("café au lait", (48, 64))]

@@ -145,6 +145,10 @@ def items(tree, text_column: str) -> Iterator[dict]:
                 if problem:
                     yield {"name": locator, "problem": ("bad metadata row", problem)}
                     continue
+                if "file_name" not in row:
+                    yield {"name": locator, "problem": ("missing column", "no file_name column; it has: "
+                                                        + ", ".join(map(str, row))[:200])}
+                    continue
                 member = safe_member(folder, str(row.get("file_name") or ""))
                 if member is None:
                     yield {"name": locator, "problem": ("path outside folder", str(row.get("file_name")))}
