@@ -3,11 +3,19 @@ message by message: text, author, meta and image links."""
 
 import io
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 from dce_export import Export, Message, User, read_csv_rows
 from PIL import Image
+from test_collect_resume import count_prompts
 
+from conftest import ROOT
 from promptmill.core.text import hash_author
 
 ANN = User("800000000000000001", "ann_lee", "Ann Lee")
@@ -206,3 +214,51 @@ def test_cut_off_export_stays_incomplete_and_the_whole_file_adds_the_rest(tmp_pa
     assert "messages already read from a cut-off copy 1" in result.output
     texts = [r["text"] for r in store.query("SELECT text FROM prompts ORDER BY id")]
     assert texts == [e[1] for e in expected]
+
+
+def origins(db):
+    with sqlite3.connect(db) as conn:
+        prompts = conn.execute("SELECT position, locator, text, author FROM prompts ORDER BY position").fetchall()
+        images = conn.execute("SELECT o.position, i.sha256, p.position FROM image_origins o JOIN images i "
+                              "ON i.id = o.image_id LEFT JOIN prompts p ON p.id = o.prompt_id ORDER BY o.position"
+                              ).fetchall()
+        statuses = [row[0] for row in conn.execute("SELECT status FROM runs ORDER BY id")]
+    return prompts, images, statuses
+
+
+@pytest.mark.slow
+@pytest.mark.resilience
+def test_sigkill_mid_media_import_then_rerun_matches_one_run(tmp_path):
+    export = Export(markdown=True, media=True)
+    for index in range(3000):
+        user = (ANN, BOB)[index % 2]
+        attachments = [(f"dream_{index}.png", png((index % 256, index // 256, 7)))] if index % 3 == 0 else []
+        export.add(Message(str(10_000 + index), DREAMBOT, f"**Dreamt** in `1s` ```/dream prompt:a red door "
+                           f"number {index} seed:{index}``` for <@{user.id}>", mentions=[user], attachments=attachments))
+    folder = tmp_path / "export"
+    folder.mkdir()
+    path = export.write_json(folder / "dreams.json")
+    env = {**os.environ, "PROMPTMILL_PROGRESS": "0"}
+
+    def command(db):
+        return [sys.executable, str(ROOT / "steps" / "01_collect.py"), "discord", "--db", str(db), str(path),
+                "--format", "dreambot"]
+
+    killed = tmp_path / "killed" / "promptmill.db"
+    process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while count_prompts(killed) == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 0 < count_prompts(killed) < 3000
+    rerun = subprocess.run(command(killed), env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    whole = tmp_path / "whole" / "promptmill.db"
+    subprocess.run(command(whole), env=env, capture_output=True, text=True, timeout=600, check=True)
+    resumed_prompts, resumed_images, statuses = origins(killed)
+    one_prompts, one_images, _ = origins(whole)
+    assert resumed_prompts == one_prompts and resumed_images == one_images
+    assert len(one_prompts) == 3000 and len(one_images) == 1000
+    assert all(prompt_position == position - 1 for position, _, prompt_position in one_images)
+    assert statuses == ["interrupted", "ok"]
