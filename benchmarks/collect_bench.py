@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -113,18 +112,25 @@ def discord_import(count: int, lines: list[str], tmp: Path) -> dict:
         tmp / "export.json", messages=discord_messages(count, lines))
     env = {**os.environ, "PROMPTMILL_PROGRESS": "0", "PYTHONPATH": str(ROOT / "lib")}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "steps" / "01_collect.py"), "discord", str(path),
-                           "--format", "midjourney", "--db", str(tmp / "discord" / "promptmill.db")],
-                          capture_output=True, text=True, env=env, check=True)
+    with open(tmp / "stderr.txt", "w+") as stderr:
+        process = subprocess.Popen([sys.executable, str(ROOT / "steps" / "01_collect.py"), "discord", str(path),
+                                    "--format", "midjourney", "--db", str(tmp / "discord" / "promptmill.db")],
+                                   stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not every child's so far
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        summary = stderr.read().strip().splitlines()
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if process.returncode:
+        raise RuntimeError(f"01_collect discord failed: {summary[-1] if summary else process.returncode}")
+    peak_mb = usage.ru_maxrss / 1024
     with sqlite3.connect(tmp / "discord" / "promptmill.db") as conn:
         prompts = conn.execute("SELECT count(*) FROM prompts").fetchone()[0]
     return {"name": "01_collect discord (DCE JSON)",
             "figure": f"{count / seconds:,.0f} messages/s ({count:,} messages, {path.stat().st_size / 2**20:,.0f} MB, "
                       f"{prompts:,} prompts, {seconds:.1f} s)",
             "peak memory": f"{peak_mb:,.0f} MB", "peak_mb": round(peak_mb, 1),
-            "target": f"< {PEAK_MEMORY_TARGET_MB} MB", "summary": done.stderr.strip().splitlines()[-1]}
+            "target": f"< {PEAK_MEMORY_TARGET_MB} MB", "summary": summary[-1]}
 
 
 def main(argv: list[str] | None = None) -> dict:
