@@ -170,3 +170,12 @@ def test_datasets_reads_the_same_excel_folder_and_photo_sizes(tmp_path, invoke, 
     theirs = sorted((row["text"], row["image"].size) for row in loaded)
     assert sorted((r["text"], (r["width"], r["height"])) for r in ours) == theirs == [
         ("a red square", (64, 48)), ("café au lait", (48, 64))]
+
+
+def test_text_files_with_a_bom(tmp_path, invoke, store):
+    (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfa red fox\r\nblue whale\r\n")
+    invoke("01_collect", "text", tmp_path / "notepad.txt")
+    assert [r["text"] for r in store.query("SELECT text FROM prompts ORDER BY position")] == ["a red fox", "blue whale"]
+    (tmp_path / "unicode.txt").write_bytes("a red fox\r\n".encode("utf-16"))
+    result = invoke("01_collect", "text", tmp_path / "unicode.txt", expect=2)
+    assert "unicode.txt is UTF-16 text; save it as UTF-8" in result.output

@@ -29,6 +29,14 @@ class TextSource(Source):
     name = "text"
     params = (click.Argument(["files"], nargs=-1, required=True, type=EXISTING_FILE),)
 
+    def __init__(self, **options):
+        from promptmill.collect import textfile
+
+        super().__init__(**options)
+        for path in options["files"]:
+            if textfile.is_utf16(path):
+                raise BadInput(f"{path.name} is UTF-16 text; save it as UTF-8 (one prompt per line)")
+
     def imports(self):
         from promptmill.collect import textfile
 

@@ -25,6 +25,8 @@ from promptmill.core.progress import bar
 from promptmill.core.text import _EDGE_PUNCTUATION, normalize
 
 MAX_LINE_BYTES = 16_384
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 BLOCK_BYTES = 1 << 20
 # Parsed blocks the worker may run ahead of the writer: more than one batch of rows, so it
 # keeps parsing while a batch is written.
@@ -40,6 +42,12 @@ def open_binary(path: Path):
     with open(path, "rb") as probe:
         magic = probe.read(2)
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def is_utf16(path: Path) -> bool:
+    """A UTF-16 byte order mark at the start (Notepad's "Unicode"): this reader takes UTF-8 only."""
+    with open_binary(path) as fh:
+        return fh.read(2) in UTF16_BOMS
 
 
 def source_info(path: Path) -> SourceInfo:
@@ -229,6 +237,8 @@ def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: 
             if block is None:
                 continue
             first = position + 1
+            if first == 1 and block.startswith(UTF8_BOM):  # Notepad's and Excel's UTF-8 mark, not text
+                block, block_at = block[len(UTF8_BOM):], None if block_at is None else block_at + len(UTF8_BOM)
             position += block.count(b"\n") + 1
             parsed = None
             if position > done_upto:
