@@ -47,8 +47,9 @@ def dreambot_export(markdown: bool) -> tuple[Export, list[tuple[str, str, User, 
     export.add(Message("5", DREAMBOT, '<@800000000000000002> !dream "a castle on a hill, oil" -n 4 -g -S 1234 '
                        '-C 7 -A k_lms', mentions=[BOB]))
     export.add(Message("6", ANN, "Joined the server.", type="GuildMemberJoin"))
+    export.add(Message("8", ANN, '!dream "moss on old stones, macro" --seed 77 -s 30 -W 640 -H 384'))
     export.add(Message("7", MOTHERSHIP, '`!dream "moss on old stones, macro" --seed 77 -s 30 -W 640 -H 384` '
-                       "The seeds for each individual image are [77]", type="Reply", reference="1",
+                       "The seeds for each individual image are [77]", type="Reply", reference="8",
                        mentions=[ANN]))
     expected = [
         ("3", "book cover: a red door, nier:automata style, bald::-10", ANN,

@@ -13,7 +13,7 @@ column, so bot messages are told apart by known bot names and by their shape.
 Formats:
 - ``dreambot``: SD bot results, ``Dreamt ... /dream prompt:<p> key:value ... for @user``;
   only the bot's own argument names (``negative_prompt:``, ``seed:`` ...) are split off,
-  so ``book cover: a red door`` stays in the prompt. Also the Aug 2022
+  so ``book cover: a red door`` stays in the prompt. Also the Aug 2022 bot's echoes of
   ``!dream "prompt" -n 4 -g -S 1234 -C 7 -A k_lms`` commands, flags as meta.
 - ``midjourney``: ``**<prompt> --ar 3:2** - <@user> (fast)``; the kind of result
   (upscale, variation, zoom, pan, remix), the mode, image prompt URLs and each
@@ -41,7 +41,6 @@ from promptmill.collect.meta import normalize_meta
 from promptmill.core.images import is_image_name
 from promptmill.core.progress import bar
 
-FORMATS = ("dreambot", "midjourney", "messages")
 READ_CHARS = 1 << 20
 MAX_MESSAGE_CHARS = 16 << 20
 MAX_MEDIA_BYTES = 256 << 20
@@ -174,7 +173,8 @@ def dreambot_prompt(message: dict, content: str) -> tuple[str, dict, str | None]
 
 
 def bang_dream_prompt(message: dict, content: str) -> tuple[str, dict, str | None] | None:
-    """`!dream "prompt" -n 4 -g -S 1234 -C 7 -A k_lms`; a bot's echo is the mentioned user's."""
+    """`!dream "prompt" -n 4 -g -S 1234 -C 7 -A k_lms` as the bot echoed it (DiffusionDB's scraper read
+    those too), credited to the user it mentions or replies to."""
     match = _BANG_DREAM.search(content)
     if not match:
         return None
@@ -192,9 +192,8 @@ def bang_dream_prompt(message: dict, content: str) -> tuple[str, dict, str | Non
         if word in BANG_SWITCHES:
             args[BANG_SWITCHES[word]] = True
         index += 1
-    author = message.get("author") or {}
-    if author.get("isBot") is False:
-        return prompt, args, author.get("id")
+    if not looks_like_bot(message):
+        return None  # the user's request; the bot's answer repeats it with the settings it used
     lead = _LEADING_MENTION.search(content[:match.start()])
     if lead:
         return prompt, args, resolve_user(message, lead["id"], lead["name"])
