@@ -174,8 +174,20 @@ def test_datasets_reads_the_same_excel_folder_and_photo_sizes(tmp_path, invoke, 
 
 def test_text_files_with_a_bom(tmp_path, invoke, store):
     (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfa red fox\r\nblue whale\r\n")
-    invoke("01_collect", "text", tmp_path / "notepad.txt")
-    assert [r["text"] for r in store.query("SELECT text FROM prompts ORDER BY position")] == ["a red fox", "blue whale"]
-    (tmp_path / "unicode.txt").write_bytes("a red fox\r\n".encode("utf-16"))
-    result = invoke("01_collect", "text", tmp_path / "unicode.txt", expect=2)
-    assert "unicode.txt is UTF-16 text; save it as UTF-8" in result.output
+    (tmp_path / "unicode.txt").write_bytes("café au lait\r\n\r\nmoss on stones".encode("utf-16"))
+    (tmp_path / "big-endian.txt").write_bytes(b"\xfe\xff" + "a heron\n".encode("utf-16-be"))
+    invoke("01_collect", "text", tmp_path / "notepad.txt", tmp_path / "unicode.txt", tmp_path / "big-endian.txt")
+    assert [r["text"] for r in store.query("SELECT text FROM prompts ORDER BY source_id, position")] == [
+        "a red fox", "blue whale", "café au lait", "moss on stones", "a heron"]
+
+
+def test_big_utf16_text_through_the_worker(tmp_path, store, run):
+    from promptmill.collect import textfile
+    from promptmill.collect.base import Collector
+
+    lines = [f"prompt {i}, été" for i in range(3000)]
+    path = tmp_path / "big.txt"
+    path.write_bytes("\n".join(lines).encode("utf-16"))
+    collector = Collector(store, run, textfile.source_info(path))
+    collector.finish(textfile.collect_lines(collector, path, block_bytes=4096, worker=True))
+    assert [r["text"] for r in store.query("SELECT text FROM prompts ORDER BY position")] == lines

@@ -24,18 +24,10 @@ TEXT_AS_OPTION = click.Option(["--text-as"], type=TEXT_AS, default="caption", sh
 
 
 class TextSource(Source):
-    """One prompt per line from FILES (.txt or .txt.gz)."""
+    """One prompt per line from FILES (.txt or .txt.gz; UTF-8, or UTF-16 with a byte order mark)."""
 
     name = "text"
     params = (click.Argument(["files"], nargs=-1, required=True, type=EXISTING_FILE),)
-
-    def __init__(self, **options):
-        from promptmill.collect import textfile
-
-        super().__init__(**options)
-        for path in options["files"]:
-            if textfile.is_utf16(path):
-                raise BadInput(f"{path.name} is UTF-16 text; save it as UTF-8 (one prompt per line)")
 
     def imports(self):
         from promptmill.collect import textfile

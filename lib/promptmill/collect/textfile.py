@@ -10,6 +10,7 @@ the main process only writes (multi-row INSERTs, see :class:`Collector`).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import multiprocessing
@@ -39,15 +40,24 @@ _FOLD_ASCII = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\t\r\x0b\x0c\x1c\x1d\x
 
 
 def open_binary(path: Path):
+    """The file's bytes as UTF-8: gzip unpacked, UTF-16 with a byte order mark (Notepad's
+    "Unicode") recoded as it is read."""
     with open(path, "rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic in UTF16_BOMS:
+        return codecs.EncodedFile(open(path, "rb"), "utf-8", "utf-16")
+    return open(path, "rb")
 
 
-def is_utf16(path: Path) -> bool:
-    """A UTF-16 byte order mark at the start (Notepad's "Unicode"): this reader takes UTF-8 only."""
-    with open_binary(path) as fh:
-        return fh.read(2) in UTF16_BOMS
+def underlying_file(fh):
+    """(the file on disk under FH, whether FH's bytes are the file's own) for offsets and re-reads."""
+    if isinstance(fh, gzip.GzipFile):
+        return fh.fileobj, False
+    if isinstance(fh, codecs.StreamRecoder):
+        return fh.stream, False
+    return fh, True
 
 
 def source_info(path: Path) -> SourceInfo:
@@ -231,8 +241,7 @@ def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: 
     where the parsed lines start in the file or None) per block."""
     position = 0  # lines read so far; the first line is position 1
     with open_binary(path) as fh:
-        compressed = isinstance(fh, gzip.GzipFile)
-        raw_fh = fh.fileobj if compressed else fh
+        raw_fh, as_is = underlying_file(fh)
         for block, _, block_at in read_blocks(fh, block_bytes, max_line_bytes):
             if block is None:
                 continue
@@ -248,7 +257,7 @@ def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: 
                     block_at = None if block_at is None else block_at + len(block) - len(rest)
                     block, first = rest, first + skip
                 parsed = parse_block(block, max_line_bytes)
-            yield first, parsed, position, raw_fh.tell(), None if compressed else block_at
+            yield first, parsed, position, raw_fh.tell(), block_at if as_is else None
 
 
 def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
