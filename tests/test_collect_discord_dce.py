@@ -87,6 +87,14 @@ def test_dreambot_json_with_and_without_markdown(tmp_path, invoke, store, markdo
     check(prompts(store), expected)
 
 
+def test_dreambot_csv_without_markdown_has_ids(tmp_path, invoke, store):
+    export, expected = dreambot_export(markdown=False)
+    invoke("01_collect", "discord", export.write_csv(tmp_path / "raw.csv"), "--format", "dreambot")
+    rows = store.query("SELECT text, author FROM prompts ORDER BY position")
+    assert [(r["text"], r["author"]) for r in rows] == [
+        (text, hash_author(author.id)) for _, text, author, _ in expected[:3]] + [(expected[3][1], None)]
+
+
 def test_dreambot_csv_excel_style(tmp_path, invoke, store):
     export, expected = dreambot_export(markdown=True)
     path = export.write_csv(tmp_path / "dreams.csv", newline="\r\n")
