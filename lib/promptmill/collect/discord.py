@@ -41,7 +41,9 @@ from promptmill.collect.meta import normalize_meta
 from promptmill.core.images import is_image_name
 from promptmill.core.progress import bar
 
-READ_CHARS = 1 << 20
+# Characters per read. Not more: each read makes the text buffer anew, and buffers of a million
+# characters left glibc's heap holding ~70 MB more at the peak of a 200,000-message import.
+READ_CHARS = 1 << 18
 MAX_MESSAGE_CHARS = 16 << 20
 MAX_MEDIA_BYTES = 256 << 20
 _MESSAGES_KEY = re.compile(r'"messages"\s*:\s*\[')
