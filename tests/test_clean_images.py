@@ -83,7 +83,7 @@ def test_each_bad_image_is_dropped_with_its_rule_and_good_ones_kept(images_db, i
 
 
 def test_options_make_their_own_scope(images_db, invoke, store):
-    invoke("02_clean", "images", "--min-side", "16", "--aspect", "0.1..10", "--formats", "jpeg,png,webp,tif",
+    invoke("02_clean", "images", "--min-side", "16", "--aspect", "0.1..10", "--formats", "JPEG,png,.webp,tiff",
            "--extension-mismatch", "warn", "--max-pixels", "100000000")
     found = decisions(store)
     assert found["tiny.png"]["verdict"] == found["banner.png"]["verdict"] == found["scan.tif"]["verdict"] == "keep"
@@ -103,6 +103,16 @@ def test_missing_blob_is_dropped_and_the_run_goes_on(images_db, invoke, store):
     assert found["good.png"]["verdict"] == "keep"
 
 
-@pytest.mark.parametrize("option, value", [("--aspect", "4..1"), ("--aspect", "wide"), ("--formats", ",")])
+@pytest.mark.parametrize("option, value", [("--aspect", "4..1"), ("--aspect", "wide"), ("--formats", ","),
+                                           ("--formats", "png,heic")])
 def test_bad_options_exit_2(images_db, invoke, option, value):
     invoke("02_clean", "images", option, value, expect=2)
+
+
+def test_unknown_format_is_one_line_and_exit_2(tmp_path):
+    from conftest import run_script
+
+    result = run_script("02_clean", "images", "--db", tmp_path / "x.db", "--formats", "jpg,heic")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --formats: unknown format heic (known: avif, bmp, dib, gif, ico, jfif, "
+                                     "jpe, jpeg, jpg, mpo, png, pnm, ppm, tif, tiff, webp)")

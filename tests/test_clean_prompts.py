@@ -31,18 +31,18 @@ KAGGLE_CASES = {
     "whitespace": ("chaste maiden bathing in stream,  a swan is watching",
                    "chaste maiden bathing in stream, a swan is watching"),
     "tidy": ("figure of a girl , in full growth, for sketching,", "figure of a girl, in full growth"),
-    "url": ("a logo like https://example.org/logo.png in blue", "a logo in blue on white"),
     "too-many-dashes": ("a - b - c - d - e - f - g", "a well-lit t-shirt on a coat-hanger"),
     "too-many-by": ("a by b by c by d by e", "painting by gaston bussiere and john collier"),
-    "camera-terms": ("portrait of a young woman wearing a red shawl, photorealist, DSLR Photograph",
-                     "portrait of a young woman wearing a red shawl, photorealist"),
+    "strip-camera-bodies": ("portrait of a young woman, canon eos r 6, DSLR Photograph", "a camera obscura"),
+    "strip-links": ("a logo like https://example.org/logo.png in blue, dribbble.com", "a logo in blue on white"),
+    "strip-file-formats": ("cute lilac dragon sticker, png", "a pink dragon"),
     "repeated-words": ("cat cat cat cat cat dog", "a cat and a dog"),
     "short-words": ("a 1 9 9 4 car in a b c", "a golden retriever in a meadow"),
     "too-many-commas": ("a, b, c, d, e, f, g, h, i, j, k", "a, b, c, d, e, f, g, h, i, j"),
     "length": ("a red fox", "a red fox in the snow at dawn"),
     "few-distinct-words": ("glowing glowing glowing mushrooms", "glowing mushrooms in a forest"),
     "first-person": ("can you give me 3d art under the title The Monumental Wilderness",
-                     "3d art under the title The Monumental Wilderness"),
+                     "Portrait of King Juan Carlos I, my hero academia style, despicable me"),
 }
 BASIC_CASES = {
     "unicode": ("“It’s cool huh? Zero point energy.”", "It's cool huh? Zero point energy."),
@@ -54,6 +54,9 @@ BASIC_CASES = {
 }
 DISCORD_CASES = {
     "bot-prompt": ("**a red fox in the snow** - <@123456789> (fast)", "a red fox in the snow"),
+    "strip-commands": ("/imagine", "a castle / a keep"),
+    "underscores-as-spaces": ("a_red_fox_in_the_snow", "a red fox ^_^ in the_snow"),
+    "strip-prompt-label": ("prompt: a red fox", "a red fox, prompt book"),
     "unicode": ("a fox’s den", "a fox's den"),
     "strip-mentions": ("<@123456789> a red fox @everyone", "a red fox at the zoo"),
     "strip-links": ("look <https://cdn.discordapp.com/a.png> a fox", "look a fox"),
@@ -64,9 +67,9 @@ DISCORD_CASES = {
     "strip-markdown": ("a **red** fox `in` the ~~snow~~", "a red fox in the snow"),
     "whitespace": ("a red  fox", "a red fox"),
     "tidy": ("a red fox , ,", "a red fox"),
-    "bot-noise": ("Waiting to start...", "waiting for the train"),
-    "length": ("a fox", "a red fox"),
-    "few-distinct-words": ("fox fox fox fox", "red fox"),
+    "bot-noise": ("The queue is busy, please wait.", "waiting for the train"),
+    "chat": ("can someone help me with img2img", "a fox helping a hare, thanks to the snow"),
+    "length": ("ox", "lion"),
 }
 
 

@@ -17,7 +17,7 @@ def test_dreambot_results_keep_prompt_args_and_provenance(invoke, store):
     assert "negative_prompt" not in first["text"] and "seed:" not in first["text"]
     assert message["content"].split("prompt:", 1)[1].startswith(first["text"])
     meta = json.loads(first["meta"])
-    assert meta["channel"] == "dream-results" and meta["seed"].isdigit() and meta["negative_prompt"]
+    assert meta["channel"] == "dream-results" and isinstance(meta["seed"], int) and meta["negative_prompt"]
     assert meta["attachments"] == [message["attachments"][0]["url"]]
     assert first["author"] == hash_author(message["mentions"][0]["id"])
     assert message["mentions"][0]["id"] not in json.dumps(rows)
@@ -79,7 +79,7 @@ def test_malformed_and_non_utf8_exports_are_recorded(tmp_path, invoke, store):
     broken.write_text('{"guild": {}, "channel": {}, "messages": [' + json.dumps(good) + ', {"id": "2", "cont', "utf-8")
     invoke("01_collect", "discord", broken, "--format", "messages")
     assert store.count("prompts") == 1
-    assert store.scalar("SELECT reason FROM item_errors") == "malformed export"
+    assert store.scalar("SELECT reason FROM item_errors") == "export cut off"
     latin = tmp_path / "latin.json"
     latin.write_bytes(b'{"guild": {}, "channel": {}, "messages": [{"id": "3", "content": "caf\xe9 terrace", '
                       b'"author": {"id": "5", "isBot": false}}]}')
@@ -88,7 +88,7 @@ def test_malformed_and_non_utf8_exports_are_recorded(tmp_path, invoke, store):
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")
     invoke("01_collect", "discord", empty, "--format", "messages")
-    assert store.scalar("SELECT count(*) FROM item_errors WHERE reason = 'malformed export'") == 2
+    assert store.scalar("SELECT count(*) FROM item_errors WHERE reason = 'malformed export'") == 1
 
 
 def test_bad_format_exits_2(tmp_path):

@@ -36,7 +36,7 @@ def test_diffusiondb_preset_keeps_generation_settings(tmp_path, invoke, store, m
     assert [r["text"] for r in rows] == [p.strip() for p in prompts]
     first = rows[0]
     meta = json.loads(first["meta"])
-    assert meta["seed"] == 1000 and meta["step"] == 50 and meta["sampler"] == "ddim" and meta["width"] == 512
+    assert meta["seed"] == 1000 and meta["steps"] == 50 and meta["sampler"] == "ddim" and meta["width"] == 512
     assert json.loads(rows[7]["meta"])["sampler"] == "k_lms"
     assert abs(meta["image_nsfw"] - 0.1) < 1e-6 and first["locator"] == "00000000-0000.png"
     assert first["author"] == hash_author("u0") and first["created_at"].startswith("2022-08-10T12:00")

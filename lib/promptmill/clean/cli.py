@@ -64,11 +64,9 @@ def _aspect_range(ctx, param, value: str) -> tuple[float, float]:
 
 
 def _formats(ctx, param, value: str) -> tuple[str, ...]:
-    formats = tuple(sorted({"jpg" if f.strip().lower() == "jpeg" else f.strip().lower()
-                            for f in value.split(",") if f.strip()}))
-    if not formats:
-        raise click.BadParameter("name at least one format")
-    return formats
+    from promptmill.clean.images import parse_formats
+
+    return parse_formats(value)
 
 
 @cli.command()
@@ -80,7 +78,8 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--aspect", default="0.25..4", show_default=True, callback=_aspect_range,
               help="Allowed width/height range.")
 @click.option("--formats", default="jpg,png,webp,bmp,gif", show_default=True, callback=_formats,
-              help="Allowed real formats (by content, not by name).")
+              help="Allowed real formats (by content, not by name): jpg/jpeg, png, webp, bmp, gif, tif/tiff, "
+                   "avif, ico, ppm.")
 @click.option("--extension-mismatch", type=click.Choice(["drop", "warn"]), default="drop", show_default=True,
               help="A file named .png that is really a JPEG: drop it, or keep it with a warning.")
 def images(db_path, min_side, max_bytes, max_pixels, aspect, formats, extension_mismatch):

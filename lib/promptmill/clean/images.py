@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from promptmill.core.errors import BadInput
 from promptmill.core.images import FORMAT_EXT
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
@@ -34,6 +35,24 @@ EXTENSION_FORMATS = {
     "png": {"PNG"}, "webp": {"WEBP"}, "bmp": {"BMP"}, "gif": {"GIF"}, "tif": {"TIFF"}, "tiff": {"TIFF"},
     "avif": {"AVIF"},
 }
+
+# What people call each allowed format -> the stored extension the rules compare with.
+FORMAT_ALIASES = {alias: ext for ext, aliases in {
+    "jpg": ("jpg", "jpeg", "jpe", "jfif", "mpo"), "png": ("png",), "webp": ("webp",), "bmp": ("bmp", "dib"),
+    "gif": ("gif",), "tif": ("tif", "tiff"), "avif": ("avif",), "ico": ("ico",), "ppm": ("ppm", "pnm"),
+}.items() for alias in aliases}
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """`--formats jpeg,TIFF,png` as the extensions stored images carry; an unknown name is a bad command."""
+    names = [name.strip().lower().lstrip(".") for name in text.split(",") if name.strip()]
+    if not names:
+        raise BadInput("--formats: name at least one format")
+    unknown = [name for name in names if name not in FORMAT_ALIASES]
+    if unknown:
+        raise BadInput(f"--formats: unknown format {', '.join(unknown)} "
+                       f"(known: {', '.join(sorted(FORMAT_ALIASES))})")
+    return tuple(sorted({FORMAT_ALIASES[name] for name in names}))
 
 
 @dataclass(frozen=True)

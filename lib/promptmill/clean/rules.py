@@ -158,6 +158,17 @@ def collapse_repeats_transform() -> Callable[[str], str]:
     return lambda text: regex.sub(r"\1", text)
 
 
+def underscore_words_transform(min_underscores: int = 2) -> Callable[[str], str]:
+    """'a_red_fox_in_snow' -> 'a red fox in snow': only a text with no space and several underscores,
+    so kaomoji (^_^) and snake_case inside ordinary prompts stay."""
+    def apply(text: str) -> str:
+        if " " in text or text.count("_") < min_underscores:
+            return text
+        return text.replace("_", " ")
+
+    return apply
+
+
 _EMOJI = re.compile(
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u2b00-\u2bff\u2300-\u23ff"
     "\ufe0e\ufe0f\u200d\u20e3]+|<a?:\\w+:\\d+>|:[a-z0-9_+-]+:"
@@ -311,6 +322,7 @@ TRANSFORMS: dict[str, Callable[..., Callable[[str], str]]] = {
     "emoji": emoji_transform,
     "non-ascii-lines": non_ascii_lines_transform,
     "tidy": tidy_transform,
+    "underscore-words": underscore_words_transform,
 }
 
 FILTERS: dict[str, Callable[..., Callable[[str], str | None]]] = {

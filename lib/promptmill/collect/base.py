@@ -1,6 +1,11 @@
-"""Write what a source yields into the store: prompts, images, imported captions, errors.
+"""Sources and the collector that writes what they yield into the store.
 
-A source reader (see ``promptmill.sources``) calls :class:`Collector`'s ``add_*``
+A :class:`Source` is one way in (`promptmill collect NAME`): its command-line
+parameters and the imports it makes. Built-in sources and third-party ones (entry
+point group ``promptmill.sources``) are found through the same registry,
+:func:`sources`.
+
+A source's reader calls :class:`Collector`'s ``add_*``
 methods with each item's position inside the source. Rows are buffered and
 committed in batches; each batch is one transaction, so a killed run leaves a
 prefix of the source behind and the next run skips what is already there.
@@ -10,11 +15,18 @@ Natural keys (source, position) make a second import add nothing.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from itertools import chain, islice
 from pathlib import Path
+from typing import ClassVar
+
+import click
 
 from promptmill.core.images import probe_image
 from promptmill.core.runs import Run
@@ -39,6 +51,14 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def decode_text(data: bytes) -> str:
+    """Text as editors and spreadsheets save it: a UTF-8 or UTF-16 byte order mark is read and
+    dropped (Excel's "CSV UTF-8", Notepad's "Unicode"); no mark means UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def folder_sha256(root: str | os.PathLike) -> str:
@@ -70,6 +90,65 @@ class SourceInfo:
     meta: dict = field(default_factory=dict)
 
 
+Reader = Callable[["Collector"], int]
+
+
+class Source(ABC):
+    """One way into the database, shown as `promptmill collect NAME`.
+
+    A subclass names itself, lists its click parameters and, built from their parsed
+    values, yields what to import: a :class:`SourceInfo` and a reader that feeds a
+    :class:`Collector` and returns the number of items it read. The constructor checks
+    the options and raises :class:`~promptmill.core.errors.BadInput` before any run starts."""
+
+    name: ClassVar[str]
+    params: ClassVar[tuple[click.Parameter, ...]] = ()
+    # Remote sources change between runs: read them again even when a run finished them.
+    reread_completed: ClassVar[bool] = False
+
+    def __init__(self, **options):
+        self.options = options
+
+    @abstractmethod
+    def imports(self) -> Iterator[tuple[SourceInfo, Reader]]:
+        """(what is imported, how to read it), one pair per source row."""
+
+    def recorded(self) -> dict:
+        """Values worked out from the options that the run records beside them (a detected format)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the constructor opened (nothing, unless a source says otherwise)."""
+        return None
+
+
+# Built-in sources, as "module:class" like an entry point's value, loaded only when named.
+BUILTIN_SOURCES = {
+    "text": "promptmill.collect.sources:TextSource",
+    "discord": "promptmill.collect.sources:DiscordSource",
+    "table": "promptmill.collect.sources:TableSource",
+    "imagefolder": "promptmill.collect.sources:ImageFolderSource",
+    "zip": "promptmill.collect.sources:ZipSource",
+    "hf": "promptmill.collect.sources:HfSource",
+    "gelbooru": "promptmill.collect.sources:GelbooruSource",
+}
+ENTRY_POINT_GROUP = "promptmill.sources"
+
+
+def sources() -> dict[str, Callable[[], type[Source]]]:
+    """Source name -> loader of its class: the built-ins, then installed plugins (which may not
+    replace a built-in name)."""
+    found = {name: functools.partial(_load, spec) for name, spec in BUILTIN_SOURCES.items()}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name, point.load)
+    return found
+
+
+def _load(spec: str) -> type[Source]:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class Collector:
     """Buffers rows for one source and commits them in batches."""
 
@@ -83,6 +162,7 @@ class Collector:
         self._images: list[tuple] = []
         self._lean: list[tuple] = []  # (positions, texts, hashes) column chunks
         self._lean_rows = 0
+        self.incomplete = False
         self.store.execute(f"PRAGMA wal_autocheckpoint = {IMPORT_WAL_AUTOCHECKPOINT}")
         self.source_id, self.completed, self.done_upto = self._open_source()
 
@@ -152,17 +232,23 @@ class Collector:
         if len(self._errors) >= self.batch_rows:
             self.flush()
 
+    def mark_incomplete(self):
+        """The source ended early (a file cut off): finish() leaves it open, so it is read again."""
+        self.incomplete = True
+
     def add_image(self, position: int, data: bytes, locator: str, caption: str | None = None,
                   prompt: str | None = None, meta: dict | None = None, caption_meta: dict | None = None,
-                  tags: list[str] | None = None):
-        """An image found in the source, with the caption or prompt (and tags) found beside it.
+                  tags: list[str] | None = None, prompt_position: int | None = None):
+        """An image found in the source, with the caption or prompt (and tags) found beside it, or
+        linked to the prompt this source holds at prompt_position (a message and its attachment).
 
         Unreadable bytes are kept too (format NULL), so 02_clean can record why they are dropped."""
         probe = probe_image(data, locator)
         if probe.format is None:
             self.run.add("images unreadable")
         sha256, _ = self.store.blobs.put(data, probe.ext)
-        self._images.append((position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags))
+        self._images.append((position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags,
+                             prompt_position))
         if len(self._images) >= max(1, self.batch_rows // 100):
             self.flush()
 
@@ -210,12 +296,14 @@ class Collector:
             self._prompts,
         )
 
-    def _write_image(self, conn, position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags):
+    def _write_image(self, conn, position, sha256, probe, locator, caption, prompt, meta, caption_meta, tags,
+                     prompt_position):
         before = conn.total_changes
         conn.execute(
-            "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-            (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes, self.run.id),
+            "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, orientation, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes,
+             probe.orientation, self.run.id),
         )
         self.run.add("images added" if conn.total_changes > before else "images already there")
         image_id = conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha256,)).fetchone()[0]
@@ -228,8 +316,11 @@ class Collector:
                 (self.source_id, position, locator, prompt, text_hash(norm),
                  json.dumps(meta, sort_keys=True, default=str) if meta else None, self.run.id),
             )
-            prompt_id = conn.execute("SELECT id FROM prompts WHERE source_id = ? AND position = ?",
-                                     (self.source_id, position)).fetchone()[0]
+            prompt_position = position
+        if prompt_position is not None:
+            found = conn.execute("SELECT id FROM prompts WHERE source_id = ? AND position = ?",
+                                 (self.source_id, prompt_position)).fetchone()
+            prompt_id = found[0] if found else None
         conn.execute(
             "INSERT INTO image_origins (image_id, source_id, position, locator, prompt_id, meta, run_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position) DO NOTHING",
@@ -257,8 +348,12 @@ class Collector:
                     )
 
     def finish(self, items: int):
-        """Flush and mark the source complete, so the next import of it is skipped at once."""
+        """Flush and mark the source complete, so the next import of it is skipped at once
+        (unless it ended early: then it stays open and the run says so)."""
         self.flush()
+        if self.incomplete:
+            self.run.add("sources incomplete")
+            return
         with self.store.transaction():
             self.store.execute(
                 "UPDATE sources SET completed_run_id = ?, items = ? WHERE id = ? AND completed_run_id IS NULL",

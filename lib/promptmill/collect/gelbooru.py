@@ -30,7 +30,6 @@ from promptmill.collect.base import Collector, SourceInfo
 from promptmill.core.progress import bar
 from promptmill.core.text import sha256_hex
 
-DEFAULT_BASE_URL = "https://gelbooru.com"
 PAGE_LIMIT = 100
 USER_AGENT = "promptmill (dataset builder; https://github.com/promptmill)"
 TIMEOUT_S = 30

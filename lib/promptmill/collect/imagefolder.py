@@ -4,7 +4,9 @@ Two layouts: a Hugging Face imagefolder (``metadata.jsonl`` or ``metadata.csv``
 with a relative ``file_name`` and a text column, optionally in split folders
 ``train/``, ``validation/``, ``test/``) — which is also what 09_upload writes,
 so releases can be merged back — or plain images with sidecar ``.txt`` /
-``.caption`` files (the kohya layout). Positions are the order of the sorted
+``.caption`` files (the kohya layout, and ``x.jpg.txt`` as gallery-dl writes them),
+or a DiffusionDB image part (see ``diffusiondb``). Text files may carry a UTF-8 or
+UTF-16 byte order mark. Positions are the order of the sorted
 member names, so a re-run or a resumed run sees the same numbering.
 """
 
@@ -17,7 +19,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from promptmill.collect.base import Collector, SourceInfo, folder_sha256
+from promptmill.collect import diffusiondb
+from promptmill.collect.base import Collector, SourceInfo, decode_text, folder_sha256
+from promptmill.collect.meta import normalize_meta
 from promptmill.core.images import is_image_name
 from promptmill.core.progress import bar
 
@@ -58,7 +62,7 @@ class FolderTree:
 
 
 def _text(tree, name: str) -> str:
-    return tree.read(name).decode("utf-8", errors="replace").strip()
+    return decode_text(tree.read(name)).strip()
 
 
 def metadata_files(tree) -> list[str]:
@@ -73,7 +77,7 @@ def metadata_files(tree) -> list[str]:
 
 def metadata_rows(tree, name: str) -> Iterator[tuple[dict | None, str | None]]:
     """(row, problem) per line of a metadata file."""
-    text = tree.read(name).decode("utf-8", errors="replace")
+    text = decode_text(tree.read(name))
     if name.endswith(".csv"):
         for row in csv.DictReader(io.StringIO(text)):
             yield row, None
@@ -99,10 +103,38 @@ def safe_member(folder: str, file_name: str) -> str | None:
     return "/".join(parts)
 
 
+def sidecar_of(tree, name: str) -> str | None:
+    """x.txt or x.caption beside x.jpg, else x.jpg.txt / x.jpg.caption (gallery-dl)."""
+    stem = str(PurePosixPath(name).with_suffix(""))
+    return next((c for c in (*(stem + s for s in SIDECAR_SUFFIXES), *(name + s for s in SIDECAR_SUFFIXES))
+                 if c in tree), None)
+
+
+def part_items(tree) -> Iterator[dict]:
+    """A DiffusionDB image part: each image with its prompt and settings from part-NNNNNN.json."""
+    try:
+        entries = diffusiondb.part_entries(tree, decode_text)
+    except (ValueError, OSError) as exc:
+        yield {"name": diffusiondb.part_files(tree.names)[0], "problem": ("bad part json", str(exc))}
+        return
+    for name in tree.names:
+        if not is_image_name(name):
+            continue
+        entry = entries.get(name)
+        if entry is None:
+            yield {"name": name, "text": None, "meta": {"diffusiondb_part": True}}
+            continue
+        meta = {**diffusiondb.entry_meta(name, entry), "diffusiondb_part": True}
+        yield {"name": name, "text": entry.get("p"), "meta": meta, "text_as": "prompt"}
+
+
 def items(tree, text_column: str) -> Iterator[dict]:
     """Every image of the tree with its text, or a problem, in a stable order."""
     for name, reason, detail in tree.problems:
         yield {"name": name, "problem": (reason, detail)}
+    if diffusiondb.part_files(tree.names):
+        yield from part_items(tree)
+        return
     metadata = metadata_files(tree)
     if metadata:
         for meta_name in metadata:
@@ -112,6 +144,10 @@ def items(tree, text_column: str) -> Iterator[dict]:
                 locator = f"{meta_name}#{row_number}"
                 if problem:
                     yield {"name": locator, "problem": ("bad metadata row", problem)}
+                    continue
+                if "file_name" not in row:
+                    yield {"name": locator, "problem": ("missing column", "no file_name column; it has: "
+                                                        + ", ".join(map(str, row))[:200])}
                     continue
                 member = safe_member(folder, str(row.get("file_name") or ""))
                 if member is None:
@@ -128,8 +164,7 @@ def items(tree, text_column: str) -> Iterator[dict]:
     for name in tree.names:
         if not is_image_name(name):
             continue
-        stem = str(PurePosixPath(name).with_suffix(""))
-        sidecar = next((stem + s for s in SIDECAR_SUFFIXES if stem + s in tree), None)
+        sidecar = sidecar_of(tree, name)
         yield {"name": name, "text": _text(tree, sidecar) if sidecar else None, "meta": {}}
 
 
@@ -137,7 +172,7 @@ def collect_tree(collector: Collector, tree, text_column: str = "text", text_as:
                  label: str = "images") -> int:
     """Store every image of the tree with its caption and/or prompt; return the items seen."""
     run = collector.run
-    position = 0
+    position, parts = 0, False
     with bar(None, label, "img") as progress:
         for position, item in enumerate(items(tree, text_column), 1):
             progress.update()
@@ -153,14 +188,19 @@ def collect_tree(collector: Collector, tree, text_column: str = "text", text_as:
                 collector.add_error(position, "unreadable file", f"{type(exc).__name__}: {exc}", item["name"])
                 continue
             text = item["text"]
+            used_as = text_as if text_as == "both" else item.get("text_as", text_as)
+            parts = parts or "diffusiondb_part" in item["meta"]
             collector.add_image(
                 position, data, item["name"],
-                caption=text if text_as in ("caption", "both") else None,
-                prompt=text if text_as in ("prompt", "both") else None,
-                meta=item["meta"] or None,
+                caption=text if used_as in ("caption", "both") else None,
+                prompt=text if used_as in ("prompt", "both") else None,
+                meta=normalize_meta(item["meta"]) or None,
             )
             if text is None:
                 run.add("images without text")
+    if parts:
+        collector.flush()
+        diffusiondb.link_tables_to_parts(collector.store, run)
     return position
 
 

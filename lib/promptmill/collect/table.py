@@ -2,8 +2,12 @@
 
 Presets name the layouts of well-known prompt datasets:
 - ``diffusiondb``: DiffusionDB's ``metadata.parquet`` (``prompt``; the generation
-  settings and NSFW scores become prompt meta, ``user_name`` the hashed author,
-  ``image_name`` the locator).
+  settings and NSFW scores become prompt meta under the common keys of
+  ``promptmill.collect.meta``, sampler ids as names, ``user_name`` the hashed author
+  except ``deleted_account``, ``image_name`` the locator, linked to the images of
+  DiffusionDB parts collected before or after).
+
+Text files may start with a UTF-8 byte order mark (Excel's "CSV UTF-8"); it is dropped.
 - ``gustavosta``: Gustavosta/Stable-Diffusion-Prompts (a single ``Prompt`` column).
 """
 
@@ -18,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptmill.collect import diffusiondb
 from promptmill.collect.base import Collector, SourceInfo, file_sha256
+from promptmill.collect.meta import normalize_meta
 from promptmill.core.progress import bar
 
 BATCH_ROWS = 50_000
-DIFFUSIONDB_SAMPLERS = {1: "ddim", 2: "plms", 3: "k_euler", 4: "k_euler_ancestral", 5: "k_heun",
-                        6: "k_dpm_2", 7: "k_dpm_2_ancestral", 8: "k_lms"}
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
@@ -35,6 +39,8 @@ class Layout:
     time_column: str | None = None
     locator_column: str | None = None
     value_maps: dict = field(default_factory=dict)
+    anonymous_authors: tuple[str, ...] = ()  # author values that stand for no one in particular
+    links_diffusiondb_parts: bool = False
 
 
 PRESETS = {
@@ -42,7 +48,8 @@ PRESETS = {
         column="prompt",
         meta_columns=("seed", "step", "cfg", "sampler", "width", "height", "image_nsfw", "prompt_nsfw", "part_id"),
         author_column="user_name", time_column="timestamp", locator_column="image_name",
-        value_maps={"sampler": DIFFUSIONDB_SAMPLERS},
+        value_maps={"sampler": diffusiondb.SAMPLERS}, anonymous_authors=(diffusiondb.DELETED_ACCOUNT,),
+        links_diffusiondb_parts=True,
     ),
     "gustavosta": Layout(column="Prompt"),
 }
@@ -77,7 +84,7 @@ def check_columns(path: Path, fmt: str, layout: Layout):
 
         _require(pq.ParquetFile(path).schema_arrow.names, layout, path)
     elif fmt in ("csv", "tsv"):
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
             header = next(csv.reader(fh, delimiter="\t" if fmt == "tsv" else ","), None)
         if header is not None:
             _require(header, layout, path)
@@ -97,7 +104,7 @@ def parquet_batches(path: Path, layout: Layout) -> Iterator[list[dict]]:
 def csv_batches(path: Path, layout: Layout, delimiter: str) -> Iterator[list[dict]]:
     """Rows in batches; a bad row (undecodable bytes, broken quoting) comes as {"__error__": reason}."""
     csv.field_size_limit(min(sys.maxsize, 1 << 24))
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
@@ -166,7 +173,7 @@ def add_row(collector: Collector, position: int, row: dict, layout: Layout):
     if text is None or not str(text).strip():
         collector.add_error(position, "empty", f"no text in {layout.column!r}")
         return
-    text = str(text).strip()
+    text = str(text)  # as found: trimming is 02_clean's job
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -178,11 +185,14 @@ def add_row(collector: Collector, position: int, row: dict, layout: Layout):
         if value is not None and value != "":
             meta[column] = layout.value_maps.get(column, {}).get(value, _plain(value))
     author = row.get(layout.author_column) if layout.author_column else None
+    if author in layout.anonymous_authors:
+        author = None
     created = _plain(row.get(layout.time_column)) if layout.time_column else None
     locator = row.get(layout.locator_column) if layout.locator_column else None
     collector.add_prompt(position, text, locator=None if locator is None else str(locator),
                          author=None if author in (None, "") else str(author),
-                         created_at=None if created in (None, "") else str(created), meta=meta or None)
+                         created_at=None if created in (None, "") else str(created),
+                         meta=normalize_meta(meta) or None)
 
 
 def collect_table(collector: Collector, path: Path, fmt: str, layout: Layout) -> int:
@@ -198,6 +208,9 @@ def collect_table(collector: Collector, path: Path, fmt: str, layout: Layout) ->
             for offset, row in enumerate(batch, start + 1):
                 if not collector.seen(offset):
                     add_row(collector, offset, row, layout)
+    if layout.links_diffusiondb_parts:
+        collector.flush()
+        diffusiondb.link_tables_to_parts(collector.store, collector.run)
     return position
 
 

@@ -10,6 +10,7 @@ the main process only writes (multi-row INSERTs, see :class:`Collector`).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import multiprocessing
@@ -25,6 +26,8 @@ from promptmill.core.progress import bar
 from promptmill.core.text import _EDGE_PUNCTUATION, normalize
 
 MAX_LINE_BYTES = 16_384
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 BLOCK_BYTES = 1 << 20
 # Parsed blocks the worker may run ahead of the writer: more than one batch of rows, so it
 # keeps parsing while a batch is written.
@@ -37,9 +40,24 @@ _FOLD_ASCII = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\t\r\x0b\x0c\x1c\x1d\x
 
 
 def open_binary(path: Path):
+    """The file's bytes as UTF-8: gzip unpacked, UTF-16 with a byte order mark (Notepad's
+    "Unicode") recoded as it is read."""
     with open(path, "rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic in UTF16_BOMS:
+        return codecs.EncodedFile(open(path, "rb"), "utf-8", "utf-16")
+    return open(path, "rb")
+
+
+def underlying_file(fh):
+    """(the file on disk under FH, whether FH's bytes are the file's own) for offsets and re-reads."""
+    if isinstance(fh, gzip.GzipFile):
+        return fh.fileobj, False
+    if isinstance(fh, codecs.StreamRecoder):
+        return fh.stream, False
+    return fh, True
 
 
 def source_info(path: Path) -> SourceInfo:
@@ -223,12 +241,13 @@ def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: 
     where the parsed lines start in the file or None) per block."""
     position = 0  # lines read so far; the first line is position 1
     with open_binary(path) as fh:
-        compressed = isinstance(fh, gzip.GzipFile)
-        raw_fh = fh.fileobj if compressed else fh
+        raw_fh, as_is = underlying_file(fh)
         for block, _, block_at in read_blocks(fh, block_bytes, max_line_bytes):
             if block is None:
                 continue
             first = position + 1
+            if first == 1 and block.startswith(UTF8_BOM):  # Notepad's and Excel's UTF-8 mark, not text
+                block, block_at = block[len(UTF8_BOM):], None if block_at is None else block_at + len(UTF8_BOM)
             position += block.count(b"\n") + 1
             parsed = None
             if position > done_upto:
@@ -238,7 +257,7 @@ def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: 
                     block_at = None if block_at is None else block_at + len(block) - len(rest)
                     block, first = rest, first + skip
                 parsed = parse_block(block, max_line_bytes)
-            yield first, parsed, position, raw_fh.tell(), None if compressed else block_at
+            yield first, parsed, position, raw_fh.tell(), block_at if as_is else None
 
 
 def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
