@@ -10,7 +10,7 @@ import yaml
 from upload_fixtures import build_release_db, jsonl, sha256_tree
 
 from conftest import run_script
-from promptmill.release.base import MARKER, STAGING
+from promptmill.release.folder import MARKER, STAGING, is_own
 from promptmill.release.check import check_folder
 
 
@@ -60,7 +60,7 @@ def test_imagefolder_loads_with_datasets(tmp_path, invoke, store, ids, datasets_
     assert generated["description"] == "a castle\non a hill 1" and generated["source_kind"] == "generated"
     assert generated["tags"] == "fox, red_fur, ohwx, outdoors" and generated["clip_score"] == 27.5
     assert rows["test"][0]["image_id"] == ids["generated"][1]
-    assert check_folder(out) == ([], len(sha256_tree(out)) - 1)
+    assert check_folder(out) == ([], len(sha256_tree(out)) - 2, [])  # the marker and the lock are not files of it
 
     dataset = load_dataset("imagefolder", data_dir=str(out))
     assert {split: len(dataset[split]) for split in dataset} == {split: len(r) for split, r in rows.items()}
@@ -73,14 +73,15 @@ def test_imagefolder_loads_with_datasets(tmp_path, invoke, store, ids, datasets_
     assert {split: len(d) for split, d in load_dataset(str(out)).items()} == {s: len(r) for s, r in rows.items()}
 
 
-def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cache, run):
+def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cache, run, monkeypatch):
     import pyarrow.parquet as pq
     from datasets import load_dataset
     from upload_fixtures import image_bytes
 
     from promptmill.collect.base import Collector, SourceInfo
-    from promptmill.release.base import ExportFolder, image_items
-    from promptmill.release.parquet import ROWS_PER_GROUP, write_parquet
+    from promptmill.release.folder import ExportFolder
+    from promptmill.release import parquet
+    from promptmill.release.parquet import ROWS_PER_GROUP, ParquetExporter
 
     collector = Collector(store, run, SourceInfo(kind="zip", uri="more.zip", sha256="d" * 64))
     for position in range(1, 231):
@@ -105,57 +106,13 @@ def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cach
     assert {f["name"]: f["dtype"] for f in card["dataset_info"]["features"]}["image"] == "image"
 
     # Shards close before they pass the byte budget: at most budget-worth of images each.
+    monkeypatch.setattr(parquet, "MB", 1)  # --max-shard-mb 4000 is then 4,000 bytes
     staged = ExportFolder(tmp_path / "small-shards")
-    items = image_items(store)
-    write_parquet(store, staged, items, max_shard_bytes=4000)
+    released = list(ParquetExporter({"text_from": "prompt", "splits": (), "max_shard_mb": 4000}).write(store, staged))
     names = sorted(p.name for p in (staged.staging / "data").glob("train-*"))
     assert len(names) > 2 and names[0] == f"train-00000-of-{len(names):05d}.parquet"
     assert sum(pq.ParquetFile(staged.staging / "data" / n).metadata.num_rows for n in names) == sum(
-        1 for item in items if item["split"] == "train")
-
-
-def kohya_problems(root) -> list[str]:
-    """kohya sd-scripts' folder rules: `<repeats>_<class tokens>` folders, images with supported
-    extensions, each with a same-stem .txt caption; no stray captions."""
-    problems = []
-    supported = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-    for folder in (p for p in root.iterdir() if p.is_dir() and p.name != "card"):
-        match = re.fullmatch(r"(\d+)_(.+)", folder.name)
-        if not match or int(match.group(1)) < 1:
-            problems.append(f"{folder.name}: not <repeats>_<class>")
-        images = [p for p in folder.iterdir() if p.suffix.lower() in supported]
-        if not images:
-            problems.append(f"{folder.name}: no images")
-        for path in folder.iterdir():
-            if path.suffix.lower() in supported:
-                if not path.with_suffix(".txt").is_file():
-                    problems.append(f"{path.name}: no caption")
-            elif path.suffix != ".txt":
-                problems.append(f"{path.name}: unsupported file")
-            elif not any(path.with_suffix(ext).exists() for ext in supported):
-                problems.append(f"{path.name}: caption without image")
-    return problems
-
-
-def test_kohya_folder_follows_kohya_rules(tmp_path, invoke, store, ids):
-    tomllib = pytest.importorskip("tomllib")
-    out = tmp_path / "lora"
-    result = invoke("09_upload", "kohya", out, "--trigger", "ohwx", "--repeats", "8", "--toml",
-                    "--text-from", "caption:wd14")
-    assert "captions are only the trigger word" in result.stderr
-    assert kohya_problems(out) == []
-    subset = out / "8_ohwx"
-    captions = [p.read_text() for p in sorted(subset.glob("*.txt"))]
-    assert len(captions) == len(expected_images(ids))
-    for caption in captions:
-        assert caption.startswith("ohwx") and caption.lower().count("ohwx") == 1
-    assert "ohwx, fox, red_fur, outdoors\n" in captions and captions.count("ohwx\n") == len(captions) - 3
-    assert not list(subset.glob("*.gif")) and len(list(subset.glob("*.png"))) >= 1
-    config = tomllib.loads((out / "dataset_config.toml").read_text())
-    assert config["general"]["caption_extension"] == ".txt"
-    [subset_config] = config["datasets"][0]["subsets"]
-    assert (out / subset_config["image_dir"]).is_dir() and subset_config["num_repeats"] == 8
-    assert subset_config["class_tokens"] == "ohwx"
+        1 for item in released if item["split"] == "train")
 
 
 @pytest.mark.parametrize("trigger", ["", "a/b", "ohwx,man"])
@@ -221,7 +178,7 @@ def test_reexport_is_byte_identical_and_recorded_once(tmp_path, invoke, store, i
         rows = store.query("SELECT manifest, manifest_sha256 FROM releases WHERE format = ?", (fmt,))
         assert len(rows) == 1
         manifest = json.loads(rows[0]["manifest"])
-        assert manifest == {path: sha for path, sha in first.items() if path != MARKER}
+        assert manifest == {path: sha for path, sha in first.items() if not is_own(path)}
         assert json.loads((out / MARKER).read_text())["manifest_sha256"] == rows[0]["manifest_sha256"]
     assert store.count("release_items", "release_id = 1") == len(expected_images(ids))
 
@@ -298,7 +255,7 @@ def test_check_reports_what_the_viewer_rejects(tmp_path):
     for n in range(10_000):
         (crowded / f"{n}.txt").touch()
     (out / STAGING).mkdir()
-    problems, _ = check_folder(out)
+    problems, _, _ = check_folder(out)
     text = "\n".join(problems)
     for expected in ("'/etc/passwd' is absolute", "'../a.png' climbs out", "'missing.png' names no file",
                      "text is null", "score is int but float", "keys differ", "not JSON",
@@ -310,13 +267,12 @@ def test_check_reports_what_the_viewer_rejects(tmp_path):
 
 def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monkeypatch):
     from promptmill.release import imagefolder as export_imagefolder
-    from promptmill.release.base import image_items, run_export
+    from promptmill.release.base import CardSettings, export
 
     monkeypatch.setattr(export_imagefolder, "IMAGES_PER_FOLDER", 4)
     out = tmp_path / "big"
-    items = image_items(store)
-    run_export(store, run, out, "big", "imagefolder", {},
-               lambda folder: export_imagefolder.write_imagefolder(store, folder, items))
+    exporter = export_imagefolder.ImagefolderExporter({"text_from": "prompt", "splits": ()})
+    export(store, run, exporter, out, "big", CardSettings(enabled=False))
     names = [row["file_name"] for row in jsonl(out / "train" / "metadata.jsonl")]
     assert [name.split("/")[0] for name in names] == ["000"] * 4 + ["001"] * 4 + ["002"] * (len(names) - 8)
     assert all("/" not in row["file_name"] for row in jsonl(out / "validation" / "metadata.jsonl"))
@@ -324,7 +280,7 @@ def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monke
 
 
 def test_text_from_follows_edits_and_falls_back_in_order(store, ids, invoke):
-    from promptmill.release.base import image_items
+    from promptmill.release.items import image_items
 
     invoke("06_caption", "edit", "--kind", "wd14", "--add-trigger", "sks", "--position", "start")
     by_image = {item["image_id"]: item["text"] for item in image_items(store, "caption:wd14")}

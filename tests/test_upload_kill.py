@@ -12,7 +12,7 @@ from upload_fixtures import image_bytes, sha256_tree
 import paths
 from promptmill.collect.base import Collector, SourceInfo
 from promptmill.core.runs import start_run
-from promptmill.release.base import MARKER, STAGING
+from promptmill.release.folder import LOCK, MARKER, STAGING
 
 
 @pytest.mark.resilience
@@ -38,7 +38,7 @@ def test_killed_export_reruns_to_the_uninterrupted_result(tmp_path, db_path, sto
     assert process.poll() is None, "the export finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert [p.name for p in killed.iterdir()] == [STAGING]  # nothing under its final name yet
+    assert sorted(p.name for p in killed.iterdir()) == [LOCK, STAGING]  # nothing under its final name yet
     assert store.count("releases") == 0
 
     for out in (killed, clean):

@@ -8,7 +8,7 @@ from upload_fixtures import build_release_db, sha256_tree
 
 from conftest import run_script
 from fakes.hub_server import FakeHub
-from promptmill.release.base import MARKER
+from promptmill.release.folder import is_own
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_push_uploads_the_release_through_lfs(released, db_path, store, hub):
     repo = hub.repos["me/foxes"]
     assert repo.repo_type == "dataset" and repo.private
     folder = released / "if"
-    expected = {path: (folder / path).read_bytes() for path in sha256_tree(folder) if path != MARKER}
+    expected = {path: (folder / path).read_bytes() for path in sha256_tree(folder) if not is_own(path)}
     assert repo.files == expected
     [commit] = repo.commits
     release = store.query("SELECT * FROM releases WHERE name = 'v1'")[0]
@@ -72,7 +72,7 @@ def test_dry_run_lists_files_and_sends_nothing(released, db_path, hub):
     result = push(db_path, hub, "me/foxes", "--release", "v1", "--dry-run", token="")
     assert result.returncode == 0, result.stderr
     listed = [line.split()[-1] for line in result.stdout.splitlines()]
-    assert listed == sorted(p for p in sha256_tree(released / "if") if p != MARKER)
+    assert listed == sorted(p for p in sha256_tree(released / "if") if not is_own(p))
     assert hub.requests == []
 
 
