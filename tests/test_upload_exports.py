@@ -10,8 +10,8 @@ import yaml
 from upload_fixtures import build_release_db, jsonl, sha256_tree
 
 from conftest import run_script
-from promptmill.release.folder import MARKER, STAGING, is_own
 from promptmill.release.check import check_folder
+from promptmill.release.folder import MARKER, STAGING, is_own
 
 
 @pytest.fixture
@@ -79,8 +79,8 @@ def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cach
     from upload_fixtures import image_bytes
 
     from promptmill.collect.base import Collector, SourceInfo
-    from promptmill.release.folder import ExportFolder
     from promptmill.release import parquet
+    from promptmill.release.folder import ExportFolder
     from promptmill.release.parquet import ROWS_PER_GROUP, ParquetExporter
 
     collector = Collector(store, run, SourceInfo(kind="zip", uri="more.zip", sha256="d" * 64))
