@@ -104,6 +104,14 @@ def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cach
     card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert card["configs"][0]["data_files"][0] == {"split": "train", "path": "data/train-*"}
     assert {f["name"]: f["dtype"] for f in card["dataset_info"]["features"]}["image"] == "image"
+    shard_bytes = {split: sum(p.stat().st_size for p in (out / "data").glob(f"{split}-*")) for split in
+                   ("train", "validation", "test")}
+    assert card["dataset_info"]["splits"] == [
+        {"name": split, "num_bytes": shard_bytes[split], "num_examples": len(dataset[split])}
+        for split in ("train", "validation", "test")]
+    assert card["dataset_info"]["download_size"] == sum(shard_bytes.values())
+    assert card["license"] == "other" and card["license_name"] == "mixed-sources"
+    assert card["license_link"] == "README.md#license" and "\n## License\n" in (out / "README.md").read_text()
 
     # Shards close before they pass the byte budget: at most budget-worth of images each.
     monkeypatch.setattr(parquet, "MB", 1)  # --max-shard-mb 4000 is then 4,000 bytes

@@ -53,11 +53,24 @@ def test_push_uploads_the_release_through_lfs(released, db_path, store, hub):
     assert hub.token.encode() not in db_path.read_bytes()
     assert all(hub.token not in row["argv"] + row["params"] for row in store.query("SELECT argv, params FROM runs"))
 
-    # Pushing again sends no file: every one is already there unchanged.
+    # Pushing again sends no file and records no push: every one is already there unchanged.
     uploads = called.count("lfs_upload")
     again = push(db_path, hub, "me/foxes", "--release", "v1")
     assert again.returncode == 0, again.stderr
     assert len(repo.commits) == 1 and hub.endpoints_called().count("lfs_upload") == uploads
+    assert "(nothing changed)" in again.stdout and store.count("release_pushes") == 1
+
+
+def test_push_sends_only_the_release_and_lists_the_rest(released, db_path, store, hub):
+    folder = released / "if"
+    (folder / "notes.txt").write_text("not for the Hub")
+    (folder / "train" / "cache.npz").write_bytes(b"latents")
+    result = push(db_path, hub, "me/foxes", "--release", "v1")
+    assert result.returncode == 0, result.stderr
+    assert "not in the release, not uploaded: notes.txt" in result.stderr
+    assert "not in the release, not uploaded: train/cache.npz" in result.stderr
+    manifest = json.loads(store.scalar("SELECT manifest FROM releases WHERE name = 'v1'"))
+    assert set(hub.repos["me/foxes"].files) == set(manifest)
 
 
 def test_push_of_a_text_release_with_the_default_transport(released, db_path, store, hub):

@@ -45,13 +45,15 @@ class CardStats:
     def add(self, item: dict):
         self.items += 1
         self.item_type = item["item_type"]
-        self.without_text += bool(item.get("no_text"))
         self.splits[item["split"]] += 1
         self.sources[item.get("source_kind") or "unknown"] += 1
         self.words[len((item.get("text") or "").split())] += 1
-        self.tags.update(item.get("tags") or ())
-        if item.get("width", -1) > 0:
-            self.sizes[f"{item['width']}x{item['height']}"] += 1
+        if item["item_type"] == "image":  # the rest is about images only
+            self.without_text += bool(item.get("no_text"))
+            if item.get("tags"):
+                self.tags.update(item["tags"])
+            if item.get("width", -1) > 0:
+                self.sizes[f"{item['width']}x{item['height']}"] += 1
 
     def to_json(self) -> dict:
         return {"items": self.items, "without_text": self.without_text, "item_type": self.item_type,

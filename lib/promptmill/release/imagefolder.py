@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 from promptmill.core.progress import bar
 from promptmill.release.images import (
@@ -37,9 +36,10 @@ def image_stems(items: list[dict]) -> list[str]:
     return paths
 
 
-def load_snippet(out: Path) -> str:
-    return ("```python\nfrom datasets import load_dataset\n\n"
-            f"dataset = load_dataset({str(out)!r})  # or the Hub repository id this folder was pushed to\n```")
+def load_snippet() -> str:
+    """The card's loading code; it names no local path, so the same release renders the same card anywhere."""
+    return ('```python\nfrom datasets import load_dataset\n\n'
+            'dataset = load_dataset("path/to/this/folder")  # or the Hub repository id it was pushed to\n```')
 
 
 class ImagefolderExporter(ImageExporter):
@@ -68,7 +68,7 @@ class ImagefolderExporter(ImageExporter):
         return {split: [f"{split}/**"] for split in splits}
 
     def how_to_load(self, out):
-        return load_snippet(out)
+        return load_snippet()
 
     def card_sections(self):
         return columns_section()

@@ -122,7 +122,7 @@ class ParquetExporter(ImageExporter):
         return {split: [f"data/{split}-*"] for split in splits}
 
     def how_to_load(self, out):
-        return load_snippet(out)
+        return load_snippet()
 
     def card_sections(self):
         return columns_section()

@@ -65,9 +65,9 @@ def pairs_body(numbered: list[tuple[int, dict]], fmt: str, template: str) -> str
                                    prompt=collapse_whitespace(item["prompt"])) + "\n" for n, item in numbered)
 
 
-def datasets_snippet(builder: str, out) -> str:
+def datasets_snippet(builder: str) -> str:
     return ("```python\nfrom datasets import load_dataset\n\n"
-            f"dataset = load_dataset({str(out)!r})  # the card's configs select the {builder} files\n```")
+            f'dataset = load_dataset("path/to/this/folder")  # or its Hub repository id; configs pick the {builder} files\n```')
 
 
 class PairsExporter(Exporter):
@@ -107,7 +107,7 @@ class PairsExporter(Exporter):
         if self.params["fmt"] == "strings":
             return ("One record per line, rendered from the template in the export parameters:\n\n"
                     "```python\nrecords = open('train_strings.txt', encoding='utf-8').read().splitlines()\n```")
-        return datasets_snippet(self.params["fmt"], out)
+        return datasets_snippet(self.params["fmt"])
 
 
 class PromptsExporter(Exporter):
@@ -142,6 +142,4 @@ class PromptsExporter(Exporter):
         return {"train": [self.file_name]}
 
     def how_to_load(self, out):
-        if self.params["fmt"] == "txt":
-            return datasets_snippet("text", out)
-        return datasets_snippet("json", out)
+        return datasets_snippet("text" if self.params["fmt"] == "txt" else "json")
