@@ -176,19 +176,39 @@ def test_prompts_export_txt_and_jsonl(tmp_path, invoke, store, ids):
         (1, ids["prompts"][1], "test", "text"), (2, ids["prompts"][2], "test", "text")]
 
 
-def test_reexport_is_byte_identical_and_recorded_once(tmp_path, invoke, store, ids):
+def release_files(out) -> dict[str, str]:
+    return {path: sha for path, sha in sha256_tree(out).items() if not is_own(path)}
+
+
+def test_reexport_is_byte_identical_and_recorded_once(tmp_path, invoke, store, ids, run):
     for fmt in ("imagefolder", "parquet"):
         out = tmp_path / fmt
         invoke("09_upload", fmt, out, "--release", "same")
-        first = sha256_tree(out)
-        invoke("09_upload", fmt, out, "--release", "same")
-        assert sha256_tree(out) == first
+        first = release_files(out)
+        with store.transaction() as conn:  # something new that is not in the release: the export runs again
+            conn.execute("INSERT INTO sources (kind, uri, sha256, run_id) VALUES ('text', ?, ?, ?)",
+                         (f"unrelated-{fmt}", fmt * 10, run.id))
+        result = invoke("09_upload", fmt, out, "--release", "same")
+        assert "releases already recorded 1" in result.stderr and "skipped" not in result.stderr
+        assert release_files(out) == first
         rows = store.query("SELECT manifest, manifest_sha256 FROM releases WHERE format = ?", (fmt,))
         assert len(rows) == 1
-        manifest = json.loads(rows[0]["manifest"])
-        assert manifest == {path: sha for path, sha in first.items() if not is_own(path)}
+        assert json.loads(rows[0]["manifest"]) == first
         assert json.loads((out / MARKER).read_text())["manifest_sha256"] == rows[0]["manifest_sha256"]
     assert store.count("release_items", "release_id = 1") == len(expected_images(ids))
+
+
+def test_an_export_with_nothing_new_is_skipped_unless_its_files_changed(tmp_path, invoke, store, ids):
+    out = tmp_path / "p"
+    invoke("09_upload", "prompts", out)
+    written = (out / "prompts.txt").stat().st_mtime_ns
+    again = invoke("09_upload", "prompts", out)
+    assert "exports skipped: nothing changed since the last one 1" in again.stderr
+    assert (out / "prompts.txt").stat().st_mtime_ns == written
+    (out / "prompts.txt").write_text("edited\n")
+    restored = invoke("09_upload", "prompts", out)
+    assert "skipped" not in restored.stderr and (out / "prompts.txt").read_text() != "edited\n"
+    assert store.count("releases") == 1
 
 
 def test_card_describes_the_release(tmp_path, invoke, store, ids):

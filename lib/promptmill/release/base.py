@@ -29,9 +29,16 @@ from typing import ClassVar
 from promptmill.core.errors import BadInput
 from promptmill.core.runs import Run, code_version, now
 from promptmill.core.store import Store
-from promptmill.release.folder import ExportFolder, locked, manifest_sha256
+from promptmill.release.folder import (
+    ExportFolder,
+    locked,
+    manifest_sha256,
+    read_marker,
+    unchanged_since_export,
+)
 
 ENTRY_POINT_GROUP = "promptmill.exporters"
+STEP = "09_upload"
 RESERVED = {"card", "check", "diff", "push"}  # upload's own commands
 BATCH_ROWS = 10_000
 
@@ -201,6 +208,32 @@ def record_release(store: Store, run: Run, name: str, fmt: str, out: Path, param
     return release_id, added
 
 
+# Tables an export reads. They only grow, so their largest rowids say whether anything was added.
+INPUT_TABLES = ("sources", "prompts", "images", "image_origins", "generations", "captions", "tags", "scores",
+                "labels", "decisions")
+
+
+def inputs_fingerprint(store: Store, exporter: Exporter, name: str, out: Path, card: CardSettings) -> str:
+    """What an export's files are a function of: the database's contents (the last row of each table it
+    reads, and the runs of other steps its card lists), the options, the release name, OUT and the code."""
+    marks = {table: store.scalar(f"SELECT max(rowid) FROM {table}") for table in INPUT_TABLES}
+    marks["runs"] = list(store.execute("SELECT max(id), max(finished_at), sum(status = 'running') FROM runs "
+                                       "WHERE step != ?", (STEP,)).fetchone())
+    identity = {"db": marks, "exporter": exporter.name, "params": exporter.params, "card": asdict(card),
+                "name": name, "out": str(Path(out).resolve()), "code": code_version()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def unchanged_release(store: Store, out: Path, name: str, fmt: str, fingerprint: str) -> dict | None:
+    """The recorded release OUT still holds, when nothing it was made from has changed since; else None."""
+    marker = read_marker(out)
+    if marker.get("inputs_sha256") != fingerprint or not unchanged_since_export(out, marker):
+        return None
+    rows = store.query("SELECT id, manifest_sha256, counts, card_stats FROM releases WHERE name = ? AND format = ? "
+                       "AND manifest_sha256 = ?", (name, fmt, marker.get("manifest_sha256")))
+    return rows[0] if rows else None
+
+
 @dataclass
 class CardSettings:
     enabled: bool = True
@@ -215,6 +248,14 @@ def export(store: Store, run: Run, exporter: Exporter, out: Path, name: str, car
     from promptmill.release.card import CardInfo, CardStats, render_card
 
     with locked(out):
+        fingerprint = inputs_fingerprint(store, exporter, name, out, card)
+        same = unchanged_release(store, out, name, exporter.name, fingerprint)
+        if same:
+            counts, stats = json.loads(same["counts"]), json.loads(same["card_stats"] or "{}")
+            run.add("releases already recorded")
+            run.add("exports skipped: nothing changed since the last one")
+            return Recorded(same["id"], same["manifest_sha256"], False, counts.get("items", 0),
+                            stats.get("without_text", 0), [])
         folder = ExportFolder(out)
         try:
             scope = ExportScope(store, exporter.record_text)
@@ -235,7 +276,8 @@ def export(store: Store, run: Run, exporter: Exporter, out: Path, name: str, car
                     folder.write_bytes(relative, data)
             manifest = folder.manifest()
             digest = manifest_sha256(manifest)
-            extra = folder.commit(manifest, {"release": name, "format": exporter.name, "manifest_sha256": digest})
+            extra = folder.commit(manifest, {"release": name, "format": exporter.name, "manifest_sha256": digest,
+                                             "inputs_sha256": fingerprint})
         except BaseException:
             folder.abandon()
             raise

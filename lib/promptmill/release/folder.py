@@ -52,6 +52,22 @@ def read_marker(out: Path) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
+def file_stat(path: Path) -> list[int]:
+    status = os.stat(path)
+    return [status.st_size, status.st_mtime_ns]
+
+
+def unchanged_since_export(out: Path, marker: dict) -> bool:
+    """True when every file the marker lists is there with the size and time it had when written."""
+    stats = marker.get("stat")
+    if not isinstance(stats, dict) or stats.keys() != marker.get("files", {}).keys():
+        return False
+    try:
+        return all(file_stat(Path(out) / name) == list(stat) for name, stat in stats.items())
+    except OSError:
+        return False
+
+
 def is_own(relative: str) -> bool:
     """True for the export machinery's own entries, which are never part of a release."""
     return relative.split("/", 1)[0] in OWN_ENTRIES
@@ -168,7 +184,7 @@ class ExportFolder:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.staging / relative, target)
         shutil.rmtree(self.staging)
-        self._write_marker({**marker, "files": manifest})
+        self._write_marker({**marker, "files": manifest, "stat": {name: file_stat(self.out / name) for name in manifest}})
         return sorted(present - self.previous.keys() - manifest.keys())
 
     def _write_marker(self, marker: dict):
