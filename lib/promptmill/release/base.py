@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -65,8 +66,9 @@ class Exporter(ABC):
         if inspect.isabstract(cls):
             return
         name, tasks = getattr(cls, "name", None), getattr(cls, "tasks", None)
-        if not isinstance(name, str) or not name.isidentifier() or name in RESERVED:
-            raise TypeError(f"{cls.__qualname__}.name must be an identifier other than {sorted(RESERVED)}")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name) or name in RESERVED:
+            raise TypeError(f"{cls.__qualname__}.name must be a lower-case command name other than "
+                            f"{sorted(RESERVED)}")
         if not tasks or isinstance(tasks, str) or not all(isinstance(t, str) and t for t in tasks):
             raise TypeError(f"{cls.__qualname__}.tasks must list the card's task categories")
 
