@@ -16,11 +16,9 @@ from pathlib import Path
 import click
 
 from promptmill.cli import BadInput, StepGroup, db_option, step_run
-
-STEP = "09_upload"
+from promptmill.release.base import STEP
 
 out_argument = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-CARD_PARAMS = ("release_name", "card", "license_id", "license_name", "license_link", "pretty_name")
 
 
 def card_options(f):

@@ -52,18 +52,14 @@ def read_marker(out: Path) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
-def file_stat(path: Path) -> list[int]:
-    status = os.stat(path)
-    return [status.st_size, status.st_mtime_ns]
-
-
 def unchanged_since_export(out: Path, marker: dict) -> bool:
-    """True when every file the marker lists is there with the size and time it had when written."""
-    stats = marker.get("stat")
-    if not isinstance(stats, dict) or stats.keys() != marker.get("files", {}).keys():
+    """True when every file the marker lists is there with its sha256 (reading them costs far less than
+    writing them again, and no edit goes unnoticed)."""
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
         return False
     try:
-        return all(file_stat(Path(out) / name) == list(stat) for name, stat in stats.items())
+        return all(sha256_file(Path(out) / name) == sha for name, sha in files.items())
     except OSError:
         return False
 
@@ -184,7 +180,7 @@ class ExportFolder:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.staging / relative, target)
         shutil.rmtree(self.staging)
-        self._write_marker({**marker, "files": manifest, "stat": {name: file_stat(self.out / name) for name in manifest}})
+        self._write_marker({**marker, "files": manifest})
         return sorted(present - self.previous.keys() - manifest.keys())
 
     def _write_marker(self, marker: dict):
