@@ -155,6 +155,19 @@ def test_relative_paths_keep_tokens_and_validation_folder(tmp_path, invoke, stor
     validation = captions_as_kohya_reads_them(out / "validation" / "1_sks", ".txt")
     assert len(validation) == len(ids_in_split(store, "validation", ids)) == 2
     assert len(captions_as_kohya_reads_them(out / "train" / "10_sks", ".txt")) == len(ids_in_split(store, "train", ids))
+    meta = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert [(c["split"], c["path"][-1]) for c in meta["configs"][0]["data_files"]] == [
+        ("train", "train/10_sks/metadata.jsonl"), ("validation", "validation/1_sks/metadata.jsonl")]
+
+
+def test_several_training_splits_share_one_folder_and_metadata(tmp_path, invoke, store, ids):
+    out = tmp_path / "ft"
+    invoke("09_upload", "kohya", out, "--trigger", "ohwx", "--layout", "finetune", "--split", "train",
+           "--split", "test")
+    metadata = json.loads((out / "meta_cap.json").read_text())
+    assert len(metadata) == len(ids_in_split(store, "train", ids) | ids_in_split(store, "test", ids))
+    meta = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert [c["split"] for c in meta["configs"][0]["data_files"]] == ["train"]
 
 
 def test_finetune_layout_writes_kohya_metadata(tmp_path, invoke, store, ids):

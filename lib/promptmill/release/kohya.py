@@ -123,16 +123,19 @@ class KohyaExporter(ImageExporter):
 
     def __init__(self, params: dict):
         super().__init__(params)
-        self.folders: dict[str, tuple[str, set[str]]] = {}  # split -> (image folder, extensions written)
+        self.folders: dict[str, tuple[str, set[str]]] = {}  # role -> (image folder, extensions written)
 
     # --- where things go ---
 
-    def image_dir(self, split: str) -> str:
+    def role(self, split: str) -> str:
+        """'train' for every training split, 'validation' for the --validation split."""
+        return "validation" if split == self.params.get("validation") else "train"
+
+    def image_dir(self, role: str) -> str:
         trigger, repeats = self.params["trigger"], self.params["repeats"]
-        validation = split == self.params.get("validation")
         if self.params["layout"] == "finetune":
-            return f"{VALIDATION_DIR}/images" if validation else "images"
-        if validation:
+            return f"{VALIDATION_DIR}/images" if role == "validation" else "images"
+        if role == "validation":
             return f"{VALIDATION_DIR}/1_{trigger}"
         return f"train/{repeats}_{trigger}" if self.params.get("validation") else f"{repeats}_{trigger}"
 
@@ -148,22 +151,22 @@ class KohyaExporter(ImageExporter):
         metadata: dict[str, list[dict]] = {}
         with bar(len(items), "kohya", "img") as progress:
             for item, stem in zip(items, unique_stems(items)):
-                split = item["split"]
-                directory = self.image_dir(split)
+                role = self.role(item["split"])
+                directory = self.image_dir(role)
                 relative, written = self.place(store, folder, f"{directory}/{stem}", item, READABLE)
-                self.folders.setdefault(split, (directory, set()))[1].add(written.ext)
+                self.folders.setdefault(role, (directory, set()))[1].add(written.ext)
                 caption = caption_with_trigger(item["text"], trigger)
                 name = relative.rsplit("/", 1)[1]
                 tags = [t for t in item["tags"] if t.casefold() != trigger.casefold()
                         and t.casefold() not in {c.casefold() for c in split_tags(caption)}]
                 if self.params["layout"] == "folder":
                     folder.write_text(f"{directory}/{stem}.txt", caption + "\n")
-                metadata.setdefault(split, []).append({"name": name, "caption": caption, "tags": ", ".join(tags),
-                                                       "size": [written.width, written.height]})
-                yield self.released(item, split, relative, written, caption)
+                metadata.setdefault(role, []).append({"name": name, "caption": caption, "tags": ", ".join(tags),
+                                                      "size": [written.width, written.height]})
+                yield self.released(item, item["split"], relative, written, caption)
                 progress.update()
-        for split, rows in metadata.items():
-            directory = self.folders[split][0]
+        for role, rows in metadata.items():
+            directory = self.folders[role][0]
             folder.write_text(f"{directory}/{HUB_METADATA}", "".join(
                 json.dumps({"file_name": row["name"], "text": row["caption"]}, ensure_ascii=False) + "\n"
                 for row in rows))
@@ -187,10 +190,8 @@ class KohyaExporter(ImageExporter):
                    "max_bucket_reso": p["max_bucket_reso"], "bucket_reso_steps": p["bucket_reso_steps"],
                    "bucket_no_upscale": p["bucket_no_upscale"]}
         subsets = []
-        for split in sorted(self.folders):
-            if split == p.get("validation"):
-                continue
-            directory = self.folders[split][0]
+        if "train" in self.folders:
+            directory = self.folders["train"][0]
             if p["layout"] == "finetune":
                 subsets.append({"image_dir": self.config_path(out, directory),
                                 "metadata_file": self.config_path(out, METADATA_JSON), "num_repeats": p["repeats"]})
@@ -203,12 +204,13 @@ class KohyaExporter(ImageExporter):
     # --- the card ---
 
     def data_files(self, splits):
-        """An imagefolder view per split: the images and their metadata.jsonl, never the .txt captions
-        (those would make the Hub read the folder as text) nor anything else in OUT."""
+        """An imagefolder view of the training and validation folders: the images and their metadata.jsonl,
+        never the .txt captions (those would make the Hub read the folder as text) nor anything else in OUT."""
         files = {}
-        for split in splits:
-            directory, extensions = self.folders[split]
-            files[split] = [f"{directory}/*.{ext}" for ext in sorted(extensions)] + [f"{directory}/{HUB_METADATA}"]
+        for role in ("train", "validation"):
+            if role in self.folders:
+                directory, extensions = self.folders[role]
+                files[role] = [f"{directory}/*.{ext}" for ext in sorted(extensions)] + [f"{directory}/{HUB_METADATA}"]
         return files
 
     def how_to_load(self, out):
