@@ -319,3 +319,33 @@ def test_text_from_follows_edits_and_falls_back_in_order(store, ids, invoke):
     assert chained[ids["images"]["img_6.png"]] == "imported caption 6"
     with pytest.raises(Exception, match="comma-separated"):
         image_items(store, "prompt,caption")
+
+
+def test_normalize_writes_upright_rgb_and_is_recorded(tmp_path, invoke, store, run):
+    import io
+
+    from PIL import Image
+
+    from promptmill.collect.base import Collector, SourceInfo
+
+    rotated = Image.new("RGB", (40, 20), (10, 200, 10))
+    exif = rotated.getexif()
+    exif[0x0112] = 8  # rotate 90° counter-clockwise to display
+    buffer = io.BytesIO()
+    rotated.save(buffer, format="JPEG", exif=exif)
+    collector = Collector(store, run, SourceInfo(kind="imagefolder", uri="rot", sha256="9" * 64))
+    collector.add_image(1, buffer.getvalue(), "rotated.jpg", prompt="a rotated photo")
+    collector.finish(1)
+
+    invoke("09_upload", "imagefolder", tmp_path / "as-is")
+    [row] = jsonl(tmp_path / "as-is" / "train" / "metadata.jsonl")
+    assert row["file_name"].endswith(".jpg") and (row["width"], row["height"]) == (40, 20)
+    assert (tmp_path / "as-is" / "train" / row["file_name"]).read_bytes() == buffer.getvalue()
+
+    invoke("09_upload", "imagefolder", tmp_path / "upright", "--normalize")
+    [row] = jsonl(tmp_path / "upright" / "train" / "metadata.jsonl")
+    with Image.open(tmp_path / "upright" / "train" / row["file_name"]) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (20, 40))
+    assert (row["width"], row["height"]) == (20, 40)
+    params = json.loads(store.scalar("SELECT params FROM releases WHERE name = 'upright'"))
+    assert params["normalize"] is True
