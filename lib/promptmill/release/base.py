@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from promptmill.core.errors import BadInput
+from promptmill.core.progress import bar
 from promptmill.core.runs import Run, code_version, now
 from promptmill.core.store import Store
 from promptmill.release.folder import (
@@ -42,6 +43,7 @@ ENTRY_POINT_GROUP = "promptmill.exporters"
 STEP = "09_upload"
 RESERVED = {"card", "check", "diff", "push"}  # upload's own commands
 BATCH_ROWS = 10_000
+RECORD_ROWS = 100_000
 
 
 class Exporter(ABC):
@@ -149,9 +151,9 @@ class ExportScope:
         self.conn = store.conn
         self.record_text = record_text
         self.pending: list[tuple] = []
-        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS export_items (item_type TEXT, item_id INTEGER, "
-                          "split TEXT, file_name TEXT, sha256 TEXT, text TEXT)")
-        self.conn.execute(f"DELETE FROM {self.TABLE}")  # scratch space of this connection, not a fact
+        self.conn.execute(f"DROP TABLE IF EXISTS {self.TABLE}")  # scratch space of this connection, not a fact
+        self.conn.execute("CREATE TEMP TABLE export_items (item_type TEXT, item_id INTEGER, split TEXT, "
+                          "file_name TEXT, sha256 TEXT, text TEXT)")
 
     def add(self, item: dict):
         text = item.get("text")
@@ -204,9 +206,15 @@ def record_release(store: Store, run: Run, name: str, fmt: str, out: Path, param
         release_id = conn.execute("SELECT id FROM releases WHERE name = ? AND format = ? AND manifest_sha256 = ?",
                                   (name, fmt, digest)).fetchone()[0]
         if added:
-            conn.execute("INSERT INTO release_items (release_id, item_type, item_id, split, file_name, sha256, text) "
-                         f"SELECT ?, item_type, item_id, split, file_name, sha256, text FROM {ExportScope.TABLE} "
-                         "WHERE true ON CONFLICT DO NOTHING", (release_id,))
+            last = conn.execute(f"SELECT max(rowid) FROM {ExportScope.TABLE}").fetchone()[0] or 0
+            with bar(last, "release items", "item", unit_scale=True) as progress:
+                for start in range(1, last + 1, RECORD_ROWS):
+                    conn.execute(
+                        "INSERT INTO release_items (release_id, item_type, item_id, split, file_name, sha256, text) "
+                        f"SELECT ?, item_type, item_id, split, file_name, sha256, text FROM {ExportScope.TABLE} "
+                        "WHERE rowid BETWEEN ? AND ? ON CONFLICT DO NOTHING",
+                        (release_id, start, start + RECORD_ROWS - 1))
+                    progress.update(min(RECORD_ROWS, last - start + 1))
     return release_id, added
 
 

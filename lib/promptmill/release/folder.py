@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from promptmill.core.errors import BadInput, PromptmillError
+from promptmill.core.progress import bar
 
 MARKER = ".promptmill-export.json"
 STAGING = ".promptmill-staging"
@@ -59,9 +60,14 @@ def unchanged_since_export(out: Path, marker: dict) -> bool:
     if not isinstance(files, dict) or not files:
         return False
     try:
-        return all(sha256_file(Path(out) / name) == sha for name, sha in files.items())
+        with bar(len(files), "checking OUT", "file") as progress:
+            for name, sha in files.items():
+                if sha256_file(Path(out) / name) != sha:
+                    return False
+                progress.update()
     except OSError:
         return False
+    return True
 
 
 def is_own(relative: str) -> bool:
