@@ -105,3 +105,25 @@ def test_push_with_a_wrong_token_fails_in_one_line(released, db_path, store, hub
     assert len(result.stderr.strip().splitlines()) == 1
     run = store.query("SELECT status, error FROM runs WHERE command = 'push'")[0]
     assert run["status"] == "failed" and "wrongtoken" not in json.dumps(run)
+
+
+def test_a_pushed_kohya_release_loads_as_images_with_captions(tmp_path, invoke, store, db_path, hub, monkeypatch):
+    from datasets import load_dataset
+
+    build_release_db(store)
+    out = tmp_path / "lora"
+    invoke("09_upload", "kohya", out, "--trigger", "ohwx", "--text-from", "caption:wd14,prompt")
+    (out / "10_ohwx" / "cache.npz").write_bytes(b"kohya latents")
+    result = push(db_path, hub, "me/lora", "--release", "lora")
+    assert result.returncode == 0, result.stderr
+    repo = hub.repos["me/lora"].files
+    assert "10_ohwx/cache.npz" not in repo and not any(name.startswith("card/") for name in repo)
+    pulled = tmp_path / "pulled"
+    for name, data in repo.items():
+        (pulled / name).parent.mkdir(parents=True, exist_ok=True)
+        (pulled / name).write_bytes(data)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    dataset = load_dataset(str(pulled))
+    assert list(dataset) == ["train"] and set(dataset["train"].features) == {"image", "text"}
+    captions = sorted(data.decode().strip() for name, data in repo.items() if name.endswith(".txt"))
+    assert sorted(row["text"] for row in dataset["train"]) == captions
