@@ -69,6 +69,20 @@ def test_a_users_file_where_the_release_writes_is_not_overwritten(tmp_path, invo
     assert len(result.stderr.strip().splitlines()) == 1 and (out / "README.md").read_text() == "my own readme"
 
 
+def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, store, ids, db_path, run):
+    from promptmill.core.errors import BadInput
+    from promptmill.release.base import CardSettings, export
+    from promptmill.release.text import PromptsExporter
+
+    out = tmp_path / "file"
+    out.write_text("not a folder")
+    result = run_script("09_upload", "kohya", out, "--db", db_path, "--trigger", "ohwx")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "is a file" in result.stderr
+    with pytest.raises(BadInput, match="is a file, not a folder"):
+        export(store, run, PromptsExporter({"fmt": "txt"}), out, "p", CardSettings())
+    assert out.read_text() == "not a folder"
+
+
 def test_check_fails_when_the_folder_lost_or_changed_files(tmp_path, invoke, store, ids):
     out = tmp_path / "pq"
     invoke("09_upload", "parquet", out)

@@ -93,6 +93,8 @@ def folder_files(out: Path) -> set[str]:
 def locked(out: Path):
     """Hold OUT's lock for the duration; another holder makes this fail with one line."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} is a file, not a folder")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -128,8 +130,6 @@ class ExportFolder:
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise BadInput(f"{self.out} is a file, not a folder")
         self.previous: dict[str, str] = read_marker(self.out).get("files", {})
         if self.out.is_dir() and not (self.out / MARKER).exists():
             foreign = sorted(entry for entry in os.listdir(self.out) if entry not in OWN_ENTRIES)
