@@ -239,3 +239,7 @@ def test_hub_view_of_a_kohya_folder_is_images_with_captions(tmp_path, invoke, st
     assert {row["text"] for row in rows} == captions
     assert all(row["image"].size[0] > 0 for row in rows)
     assert check_folder(out)[0] == []
+
+    preview = tmp_path / "preview"  # the card of the recorded release, rendered again from the database
+    invoke("09_upload", "card", preview, "--release", "lora")
+    assert (preview / "README.md").read_text() == (out / "README.md").read_text()

@@ -102,9 +102,9 @@ def card(db_path, out, release_ref, license_id, license_name, license_link, pret
         if not release["card_stats"]:
             raise BadInput(f"release {release['name']!r} #{release['id']} was recorded without card data; export it again")
         params = json.loads(release["params"])
+        used = params.pop("card", {})
         exporter = exporter_for(release["format"])(params)
         stats = CardStats.from_json(json.loads(release["card_stats"]))
-        used = params.get("card", {})
         settings = CardSettings(True, license_id or used.get("license", "other"),
                                 license_name or used.get("license_name"), license_link or used.get("license_link"),
                                 pretty_name or used.get("pretty_name"))
