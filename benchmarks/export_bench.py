@@ -9,6 +9,10 @@
   on the same rows with the image bytes embedded, the usual way to produce such shards.
 
 Cards are left out of both sides (a fixed cost of about a second of matplotlib).
+
+``--prompts N`` measures ``promptmill upload prompts`` on N kept prompts instead: wall time and peak
+memory of the real command in a subprocess, its no-op re-run, and as baseline the plain loop
+``SELECT text FROM prompts`` -> one line each (time only; it writes no release).
 """
 
 from __future__ import annotations
@@ -78,15 +82,78 @@ def datasets_parquet(store, out: Path) -> int:
 
 def ours(store, out: Path, fmt: str) -> int:
     from promptmill.core.runs import start_run
-    from promptmill.release.base import image_items, run_export
-    from promptmill.release.imagefolder import write_imagefolder
-    from promptmill.release.parquet import write_parquet
+    from promptmill.release.base import CardSettings, export, exporter_for
 
-    write = write_imagefolder if fmt == "imagefolder" else write_parquet
+    exporter = exporter_for(fmt)({"text_from": "prompt", "splits": ()})
     with start_run(store, "09_upload", fmt, {}, argv=["bench"]) as run:
-        items = image_items(store)
-        run_export(store, run, out, f"bench-{fmt}", fmt, {}, lambda folder: write(store, folder, items))
-    return len(items)
+        return export(store, run, exporter, out, f"bench-{fmt}", CardSettings(enabled=False)).items
+
+
+def build_prompt_db(root: Path, prompts: int) -> Path:
+    """N distinct prompts in one text source, written in big batches (what 01_collect text stores)."""
+    from promptmill.core.runs import start_run
+    from promptmill.core.store import open_store
+
+    path = root / "db" / "prompts.db"
+    store = open_store(path)
+    words = ["castle", "fox", "neon", "forest", "portrait", "ruins", "ocean", "dragon", "city", "garden"]
+    with start_run(store, "01_collect", "bench", {}, argv=["bench"]) as run:
+        with store.transaction() as conn:
+            source_id = conn.execute("INSERT INTO sources (kind, uri, sha256, run_id) VALUES ('text', 'bench', ?, ?)",
+                                     ("a" * 64, run.id)).lastrowid
+        for start in range(0, prompts, 100_000):
+            rows = [(source_id, n, f"a {words[n % 10]} and a {words[n // 10 % 10]}, detailed, number {n}", n, run.id)
+                    for n in range(start, min(start + 100_000, prompts))]
+            with store.transaction() as conn:
+                conn.executemany("INSERT INTO prompts (source_id, position, text, norm_hash, run_id) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
+    store.close()
+    return path
+
+
+def plain_prompt_lines(db: Path, out: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    out.mkdir(parents=True)
+    n = 0
+    with open(out / "prompts.txt", "w", encoding="utf-8") as fh:
+        for (text,) in conn.execute("SELECT text FROM prompts ORDER BY id"):
+            fh.write(" ".join(text.split()) + "\n")
+            n += 1
+    conn.close()
+    return n
+
+
+def upload_prompts(db: Path, out: Path) -> tuple[float, float]:
+    """(seconds, peak MiB) of `promptmill upload prompts` in a fresh process."""
+    import subprocess
+
+    script = ("import resource, runpy, sys; sys.argv = ['promptmill'] + sys.argv[1:]\n"
+              "try:\n    runpy.run_module('promptmill', run_name='__main__')\n"
+              "finally:\n    print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, "upload", "prompts", str(out), "--db", str(db), "--no-card"],
+                          capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    peak_kib = int(next(line for line in done.stderr.splitlines() if line.startswith("peak ")).split()[1])
+    return seconds, peak_kib / 1024
+
+
+def prompt_bench(prompts: int) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
+        root = Path(tmp)
+        db = build_prompt_db(root, prompts)
+        _, base_s = timed(plain_prompt_lines, db, root / "baseline")
+        first_s, first_mib = upload_prompts(db, root / "ours")
+        again_s, again_mib = upload_prompts(db, root / "ours")
+    row = {"name": "export prompts", "figure": f"{prompts / first_s:,.0f} prompts/s, peak {first_mib:,.0f} MiB",
+           "baseline": f"{prompts / base_s:,.0f} prompts/s (SELECT text -> one line each, no release)",
+           "ratio": round(base_s / first_s, 2), "target": "peak < 1 GiB",
+           "no-op re-run": f"{again_s:.1f} s, peak {again_mib:,.0f} MiB", "prompts": prompts}
+    print(f"{row['name']}: {row['figure']} vs {row['baseline']}: {row['ratio']:.2f}x; re-run {row['no-op re-run']} "
+          f"({prompts:,} prompts)", file=sys.stderr)
+    return [row]
 
 
 def timed(fn, *args) -> tuple[int, float]:
@@ -99,7 +166,10 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="300 images, a few seconds")
+    parser.add_argument("--prompts", type=int, default=0, help="Measure a prompt release of this many prompts instead.")
     args = parser.parse_args(argv)
+    if args.prompts:
+        return prompt_bench(args.prompts)
     images = 300 if args.quick else args.images
     import datasets  # noqa: F401 - imported before timing, like the export step's own imports
 

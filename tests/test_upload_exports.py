@@ -10,8 +10,8 @@ import yaml
 from upload_fixtures import build_release_db, jsonl, sha256_tree
 
 from conftest import run_script
-from promptmill.release.base import MARKER, STAGING
 from promptmill.release.check import check_folder
+from promptmill.release.folder import MARKER, STAGING, is_own
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_imagefolder_loads_with_datasets(tmp_path, invoke, store, ids, datasets_
     assert generated["description"] == "a castle\non a hill 1" and generated["source_kind"] == "generated"
     assert generated["tags"] == "fox, red_fur, ohwx, outdoors" and generated["clip_score"] == 27.5
     assert rows["test"][0]["image_id"] == ids["generated"][1]
-    assert check_folder(out) == ([], len(sha256_tree(out)) - 1)
+    assert check_folder(out) == ([], len(sha256_tree(out)) - 2, [])  # the marker and the lock are not files of it
 
     dataset = load_dataset("imagefolder", data_dir=str(out))
     assert {split: len(dataset[split]) for split in dataset} == {split: len(r) for split, r in rows.items()}
@@ -73,14 +73,15 @@ def test_imagefolder_loads_with_datasets(tmp_path, invoke, store, ids, datasets_
     assert {split: len(d) for split, d in load_dataset(str(out)).items()} == {s: len(r) for s, r in rows.items()}
 
 
-def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cache, run):
+def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cache, run, monkeypatch):
     import pyarrow.parquet as pq
     from datasets import load_dataset
     from upload_fixtures import image_bytes
 
     from promptmill.collect.base import Collector, SourceInfo
-    from promptmill.release.base import ExportFolder, image_items
-    from promptmill.release.parquet import ROWS_PER_GROUP, write_parquet
+    from promptmill.release import parquet
+    from promptmill.release.folder import ExportFolder
+    from promptmill.release.parquet import ROWS_PER_GROUP, ParquetExporter
 
     collector = Collector(store, run, SourceInfo(kind="zip", uri="more.zip", sha256="d" * 64))
     for position in range(1, 231):
@@ -103,59 +104,23 @@ def test_parquet_loads_with_datasets(tmp_path, invoke, store, ids, datasets_cach
     card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert card["configs"][0]["data_files"][0] == {"split": "train", "path": "data/train-*"}
     assert {f["name"]: f["dtype"] for f in card["dataset_info"]["features"]}["image"] == "image"
+    shard_bytes = {split: sum(p.stat().st_size for p in (out / "data").glob(f"{split}-*")) for split in
+                   ("train", "validation", "test")}
+    assert card["dataset_info"]["splits"] == [
+        {"name": split, "num_bytes": shard_bytes[split], "num_examples": len(dataset[split])}
+        for split in ("train", "validation", "test")]
+    assert card["dataset_info"]["download_size"] == sum(shard_bytes.values())
+    assert card["license"] == "other" and card["license_name"] == "mixed-sources"
+    assert card["license_link"] == "README.md#license" and "\n## License\n" in (out / "README.md").read_text()
 
     # Shards close before they pass the byte budget: at most budget-worth of images each.
+    monkeypatch.setattr(parquet, "MB", 1)  # --max-shard-mb 4000 is then 4,000 bytes
     staged = ExportFolder(tmp_path / "small-shards")
-    items = image_items(store)
-    write_parquet(store, staged, items, max_shard_bytes=4000)
+    released = list(ParquetExporter({"text_from": "prompt", "splits": (), "max_shard_mb": 4000}).write(store, staged))
     names = sorted(p.name for p in (staged.staging / "data").glob("train-*"))
     assert len(names) > 2 and names[0] == f"train-00000-of-{len(names):05d}.parquet"
     assert sum(pq.ParquetFile(staged.staging / "data" / n).metadata.num_rows for n in names) == sum(
-        1 for item in items if item["split"] == "train")
-
-
-def kohya_problems(root) -> list[str]:
-    """kohya sd-scripts' folder rules: `<repeats>_<class tokens>` folders, images with supported
-    extensions, each with a same-stem .txt caption; no stray captions."""
-    problems = []
-    supported = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-    for folder in (p for p in root.iterdir() if p.is_dir() and p.name != "card"):
-        match = re.fullmatch(r"(\d+)_(.+)", folder.name)
-        if not match or int(match.group(1)) < 1:
-            problems.append(f"{folder.name}: not <repeats>_<class>")
-        images = [p for p in folder.iterdir() if p.suffix.lower() in supported]
-        if not images:
-            problems.append(f"{folder.name}: no images")
-        for path in folder.iterdir():
-            if path.suffix.lower() in supported:
-                if not path.with_suffix(".txt").is_file():
-                    problems.append(f"{path.name}: no caption")
-            elif path.suffix != ".txt":
-                problems.append(f"{path.name}: unsupported file")
-            elif not any(path.with_suffix(ext).exists() for ext in supported):
-                problems.append(f"{path.name}: caption without image")
-    return problems
-
-
-def test_kohya_folder_follows_kohya_rules(tmp_path, invoke, store, ids):
-    tomllib = pytest.importorskip("tomllib")
-    out = tmp_path / "lora"
-    result = invoke("09_upload", "kohya", out, "--trigger", "ohwx", "--repeats", "8", "--toml",
-                    "--text-from", "caption:wd14")
-    assert "captions are only the trigger word" in result.stderr
-    assert kohya_problems(out) == []
-    subset = out / "8_ohwx"
-    captions = [p.read_text() for p in sorted(subset.glob("*.txt"))]
-    assert len(captions) == len(expected_images(ids))
-    for caption in captions:
-        assert caption.startswith("ohwx") and caption.lower().count("ohwx") == 1
-    assert "ohwx, fox, red_fur, outdoors\n" in captions and captions.count("ohwx\n") == len(captions) - 3
-    assert not list(subset.glob("*.gif")) and len(list(subset.glob("*.png"))) >= 1
-    config = tomllib.loads((out / "dataset_config.toml").read_text())
-    assert config["general"]["caption_extension"] == ".txt"
-    [subset_config] = config["datasets"][0]["subsets"]
-    assert (out / subset_config["image_dir"]).is_dir() and subset_config["num_repeats"] == 8
-    assert subset_config["class_tokens"] == "ohwx"
+        1 for item in released if item["split"] == "train")
 
 
 @pytest.mark.parametrize("trigger", ["", "a/b", "ohwx,man"])
@@ -211,19 +176,39 @@ def test_prompts_export_txt_and_jsonl(tmp_path, invoke, store, ids):
         (1, ids["prompts"][1], "test", "text"), (2, ids["prompts"][2], "test", "text")]
 
 
-def test_reexport_is_byte_identical_and_recorded_once(tmp_path, invoke, store, ids):
+def release_files(out) -> dict[str, str]:
+    return {path: sha for path, sha in sha256_tree(out).items() if not is_own(path)}
+
+
+def test_reexport_is_byte_identical_and_recorded_once(tmp_path, invoke, store, ids, run):
     for fmt in ("imagefolder", "parquet"):
         out = tmp_path / fmt
         invoke("09_upload", fmt, out, "--release", "same")
-        first = sha256_tree(out)
-        invoke("09_upload", fmt, out, "--release", "same")
-        assert sha256_tree(out) == first
+        first = release_files(out)
+        with store.transaction() as conn:  # something new that is not in the release: the export runs again
+            conn.execute("INSERT INTO sources (kind, uri, sha256, run_id) VALUES ('text', ?, ?, ?)",
+                         (f"unrelated-{fmt}", fmt * 10, run.id))
+        result = invoke("09_upload", fmt, out, "--release", "same")
+        assert "releases already recorded 1" in result.stderr and "skipped" not in result.stderr
+        assert release_files(out) == first
         rows = store.query("SELECT manifest, manifest_sha256 FROM releases WHERE format = ?", (fmt,))
         assert len(rows) == 1
-        manifest = json.loads(rows[0]["manifest"])
-        assert manifest == {path: sha for path, sha in first.items() if path != MARKER}
+        assert json.loads(rows[0]["manifest"]) == first
         assert json.loads((out / MARKER).read_text())["manifest_sha256"] == rows[0]["manifest_sha256"]
     assert store.count("release_items", "release_id = 1") == len(expected_images(ids))
+
+
+def test_an_export_with_nothing_new_is_skipped_unless_its_files_changed(tmp_path, invoke, store, ids):
+    out = tmp_path / "p"
+    invoke("09_upload", "prompts", out)
+    written = (out / "prompts.txt").stat().st_mtime_ns
+    again = invoke("09_upload", "prompts", out)
+    assert "exports skipped: nothing changed since the last one 1" in again.stderr
+    assert (out / "prompts.txt").stat().st_mtime_ns == written
+    (out / "prompts.txt").write_text("edited\n")
+    restored = invoke("09_upload", "prompts", out)
+    assert "skipped" not in restored.stderr and (out / "prompts.txt").read_text() != "edited\n"
+    assert store.count("releases") == 1
 
 
 def test_card_describes_the_release(tmp_path, invoke, store, ids):
@@ -298,7 +283,7 @@ def test_check_reports_what_the_viewer_rejects(tmp_path):
     for n in range(10_000):
         (crowded / f"{n}.txt").touch()
     (out / STAGING).mkdir()
-    problems, _ = check_folder(out)
+    problems, _, _ = check_folder(out)
     text = "\n".join(problems)
     for expected in ("'/etc/passwd' is absolute", "'../a.png' climbs out", "'missing.png' names no file",
                      "text is null", "score is int but float", "keys differ", "not JSON",
@@ -310,13 +295,12 @@ def test_check_reports_what_the_viewer_rejects(tmp_path):
 
 def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monkeypatch):
     from promptmill.release import imagefolder as export_imagefolder
-    from promptmill.release.base import image_items, run_export
+    from promptmill.release.base import CardSettings, export
 
     monkeypatch.setattr(export_imagefolder, "IMAGES_PER_FOLDER", 4)
     out = tmp_path / "big"
-    items = image_items(store)
-    run_export(store, run, out, "big", "imagefolder", {},
-               lambda folder: export_imagefolder.write_imagefolder(store, folder, items))
+    exporter = export_imagefolder.ImagefolderExporter({"text_from": "prompt", "splits": ()})
+    export(store, run, exporter, out, "big", CardSettings(enabled=False))
     names = [row["file_name"] for row in jsonl(out / "train" / "metadata.jsonl")]
     assert [name.split("/")[0] for name in names] == ["000"] * 4 + ["001"] * 4 + ["002"] * (len(names) - 8)
     assert all("/" not in row["file_name"] for row in jsonl(out / "validation" / "metadata.jsonl"))
@@ -324,7 +308,7 @@ def test_big_splits_are_spread_over_sub_folders(tmp_path, store, ids, run, monke
 
 
 def test_text_from_follows_edits_and_falls_back_in_order(store, ids, invoke):
-    from promptmill.release.base import image_items
+    from promptmill.release.items import image_items
 
     invoke("06_caption", "edit", "--kind", "wd14", "--add-trigger", "sks", "--position", "start")
     by_image = {item["image_id"]: item["text"] for item in image_items(store, "caption:wd14")}
@@ -335,3 +319,33 @@ def test_text_from_follows_edits_and_falls_back_in_order(store, ids, invoke):
     assert chained[ids["images"]["img_6.png"]] == "imported caption 6"
     with pytest.raises(Exception, match="comma-separated"):
         image_items(store, "prompt,caption")
+
+
+def test_normalize_writes_upright_rgb_and_is_recorded(tmp_path, invoke, store, run):
+    import io
+
+    from PIL import Image
+
+    from promptmill.collect.base import Collector, SourceInfo
+
+    rotated = Image.new("RGB", (40, 20), (10, 200, 10))
+    exif = rotated.getexif()
+    exif[0x0112] = 8  # rotate 90° counter-clockwise to display
+    buffer = io.BytesIO()
+    rotated.save(buffer, format="JPEG", exif=exif)
+    collector = Collector(store, run, SourceInfo(kind="imagefolder", uri="rot", sha256="9" * 64))
+    collector.add_image(1, buffer.getvalue(), "rotated.jpg", prompt="a rotated photo")
+    collector.finish(1)
+
+    invoke("09_upload", "imagefolder", tmp_path / "as-is")
+    [row] = jsonl(tmp_path / "as-is" / "train" / "metadata.jsonl")
+    assert row["file_name"].endswith(".jpg") and (row["width"], row["height"]) == (40, 20)
+    assert (tmp_path / "as-is" / "train" / row["file_name"]).read_bytes() == buffer.getvalue()
+
+    invoke("09_upload", "imagefolder", tmp_path / "upright", "--normalize")
+    [row] = jsonl(tmp_path / "upright" / "train" / "metadata.jsonl")
+    with Image.open(tmp_path / "upright" / "train" / row["file_name"]) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (20, 40))
+    assert (row["width"], row["height"]) == (20, 40)
+    params = json.loads(store.scalar("SELECT params FROM releases WHERE name = 'upright'"))
+    assert params["normalize"] is True

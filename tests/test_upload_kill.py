@@ -12,7 +12,11 @@ from upload_fixtures import image_bytes, sha256_tree
 import paths
 from promptmill.collect.base import Collector, SourceInfo
 from promptmill.core.runs import start_run
-from promptmill.release.base import MARKER, STAGING
+from promptmill.release.folder import LOCK, MARKER, STAGING, is_own, read_marker
+
+
+def release_files(out) -> dict[str, str]:
+    return {path: sha for path, sha in sha256_tree(out).items() if not is_own(path)}
 
 
 @pytest.mark.resilience
@@ -38,11 +42,12 @@ def test_killed_export_reruns_to_the_uninterrupted_result(tmp_path, db_path, sto
     assert process.poll() is None, "the export finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert [p.name for p in killed.iterdir()] == [STAGING]  # nothing under its final name yet
+    assert sorted(p.name for p in killed.iterdir()) == [LOCK, STAGING]  # nothing under its final name yet
     assert store.count("releases") == 0
 
     for out in (killed, clean):
         subprocess.run([*argv, str(out)], check=True, capture_output=True)
-    assert sha256_tree(killed) == sha256_tree(clean) and MARKER in sha256_tree(clean)
+    assert release_files(killed) == release_files(clean) and MARKER in sha256_tree(clean)
+    assert read_marker(killed)["manifest_sha256"] == read_marker(clean)["manifest_sha256"]
     assert store.count("releases") == 1
     assert store.scalar("SELECT status FROM runs WHERE step = '09_upload' ORDER BY id LIMIT 1") == "interrupted"

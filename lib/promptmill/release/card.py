@@ -14,34 +14,73 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
 from promptmill.core.store import Store
-from promptmill.release.base import IMAGE_COLUMNS, split_sort_key
+from promptmill.release.items import split_sort_key
 
 CHART_DIR = "card"
-TASKS = {
-    "imagefolder": ["text-to-image", "image-to-text"],
-    "parquet": ["text-to-image", "image-to-text"],
-    "kohya": ["text-to-image"],
-    "pairs": ["text-generation"],
-    "prompts": ["text-generation"],
-}
-PLACEHOLDERS = ('Missing values are typed placeholders, never null: `""` for text, `-1` for numbers. '
-                '`tags` is comma-separated, in the tagger\'s order.')
+DEFAULT_LICENSE_NAME = "mixed-sources"
+LICENSE_SECTION = "license"
+MAX_SIZES = 2_000  # distinct resolutions kept for the chart
+
+
+@dataclass
+class CardStats:
+    """Counts the card is drawn from, gathered item by item as an export writes them."""
+
+    items: int = 0
+    without_text: int = 0
+    item_type: str = ""
+    splits: Counter = field(default_factory=Counter)
+    sources: Counter = field(default_factory=Counter)
+    words: Counter = field(default_factory=Counter)   # words per text -> items
+    tags: Counter = field(default_factory=Counter)
+    sizes: Counter = field(default_factory=Counter)   # "WxH" -> images
+    header: dict = field(default_factory=dict)        # the exporter's dataset_info
+    data_files: dict = field(default_factory=dict)    # split -> path patterns (the card's configs)
+
+    def add(self, item: dict):
+        self.items += 1
+        self.item_type = item["item_type"]
+        self.splits[item["split"]] += 1
+        self.sources[item.get("source_kind") or "unknown"] += 1
+        self.words[len((item.get("text") or "").split())] += 1
+        if item["item_type"] == "image":  # the rest is about images only
+            self.without_text += bool(item.get("no_text"))
+            if item.get("tags"):
+                self.tags.update(item["tags"])
+            if item.get("width", -1) > 0:
+                self.sizes[f"{item['width']}x{item['height']}"] += 1
+
+    def to_json(self) -> dict:
+        return {"items": self.items, "without_text": self.without_text, "item_type": self.item_type,
+                "splits": dict(self.splits), "sources": dict(self.sources),
+                "words": {str(k): v for k, v in self.words.items()}, "tags": dict(self.tags.most_common(100)),
+                "sizes": dict(self.sizes.most_common(MAX_SIZES)), "header": self.header,
+                "data_files": self.data_files}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CardStats:
+        return cls(items=data["items"], without_text=data["without_text"], item_type=data["item_type"],
+                   splits=Counter(data["splits"]), sources=Counter(data["sources"]),
+                   words=Counter({int(k): v for k, v in data["words"].items()}), tags=Counter(data["tags"]),
+                   sizes=Counter(data["sizes"]), header=data["header"], data_files=data["data_files"])
+
+    def split_names(self) -> list[str]:
+        return sorted(self.splits, key=split_sort_key)
 
 
 @dataclass
 class CardInfo:
     name: str
-    format: str
-    items: list[dict]                      # split, text, source_kind; images also tags, width, height
-    item_type: str                         # 'image' or 'prompt'
-    data_files: dict[str, str] = field(default_factory=dict)  # split -> path pattern
-    license: str = "other"
-    pretty_name: str | None = None
-    params: dict = field(default_factory=dict)
+    exporter: object                       # the release's Exporter
+    out: Path
+    stats: CardStats
+    scope_sql: str                         # SELECT of the released item ids
+    settings: object                       # base.CardSettings
 
 
 def size_category(n: int) -> str:
@@ -52,68 +91,60 @@ def size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def _yaml_features() -> list[dict]:
-    return [{"name": "image", "dtype": "image"}] + [{"name": name, "dtype": kind} for name, kind in IMAGE_COLUMNS]
-
-
 def header(info: CardInfo) -> dict:
-    meta: dict = {
-        "license": info.license,
-        "pretty_name": info.pretty_name or info.name,
-        "task_categories": TASKS[info.format],
-        "size_categories": [size_category(len(info.items))],
-        "tags": ["promptmill", "synthetic"] if info.item_type == "image" else ["promptmill", "prompts"],
-    }
-    if info.data_files:
+    settings, stats, exporter = info.settings, info.stats, info.exporter
+    meta: dict = {"license": settings.license}
+    if settings.license == "other":
+        meta["license_name"] = settings.license_name or DEFAULT_LICENSE_NAME
+        meta["license_link"] = settings.license_link or f"README.md#{LICENSE_SECTION}"
+    meta.update({
+        "pretty_name": settings.pretty_name or info.name,
+        "task_categories": list(exporter.tasks),
+        "size_categories": [size_category(stats.items)],
+        "tags": ["promptmill", "synthetic"] if stats.item_type == "image" else ["promptmill", "prompts"],
+    })
+    data_files = stats.data_files
+    if data_files:
         meta["configs"] = [{"config_name": "default", "data_files": [
-            {"split": split, "path": pattern} for split, pattern in info.data_files.items()]}]
-    if info.format == "parquet":
-        meta["dataset_info"] = {"features": _yaml_features()}
+            {"split": split, "path": paths[0] if len(paths) == 1 else paths} for split, paths in data_files.items()]}]
+    if stats.header:
+        meta["dataset_info"] = stats.header
     return meta
 
 
-def _ids_json(ids) -> str:
-    return json.dumps(sorted(set(ids)))
+def _scope_params(info: CardInfo) -> tuple[str, str]:
+    """SQL of the released image ids and of the prompt ids behind them (or of the released prompt ids)."""
+    if info.stats.item_type == "image":
+        return info.scope_sql, (f"SELECT prompt_id FROM image_origins WHERE image_id IN ({info.scope_sql}) "
+                                f"UNION SELECT prompt_id FROM generations WHERE image_id IN ({info.scope_sql})")
+    return "SELECT NULL WHERE 0", info.scope_sql
 
 
 def builder_runs(store: Store, info: CardInfo) -> list[dict]:
     """Every run that added or decided something about the released items."""
-    if info.item_type == "image":
-        ids = _ids_json(item["image_id"] for item in info.items)
-        prompt_ids = _ids_json(item["prompt_id"] for item in info.items if item.get("prompt_id", -1) > 0)
-        sql = """
-            SELECT run_id FROM images WHERE id IN (SELECT value FROM json_each(:ids))
-            UNION SELECT run_id FROM image_origins WHERE image_id IN (SELECT value FROM json_each(:ids))
-            UNION SELECT run_id FROM generations WHERE image_id IN (SELECT value FROM json_each(:ids))
-            UNION SELECT run_id FROM captions WHERE image_id IN (SELECT value FROM json_each(:ids))
-            UNION SELECT run_id FROM scores WHERE image_id IN (SELECT value FROM json_each(:ids))
-            UNION SELECT run_id FROM decisions WHERE item_type = 'image' AND item_id IN (SELECT value FROM json_each(:ids))
-            UNION SELECT run_id FROM prompts WHERE id IN (SELECT value FROM json_each(:pids))
-            UNION SELECT run_id FROM labels WHERE prompt_id IN (SELECT value FROM json_each(:pids))"""
-        params = {"ids": ids, "pids": prompt_ids}
-    else:
-        sql = """
-            SELECT run_id FROM prompts WHERE id IN (SELECT value FROM json_each(:pids))
-            UNION SELECT run_id FROM labels WHERE prompt_id IN (SELECT value FROM json_each(:pids))
-            UNION SELECT run_id FROM decisions WHERE item_type = 'prompt' AND item_id IN (SELECT value FROM json_each(:pids))"""
-        params = {"pids": _ids_json(item["prompt_id"] for item in info.items)}
+    images, prompts = _scope_params(info)
+    sql = f"""
+        SELECT run_id FROM images WHERE id IN ({images})
+        UNION SELECT run_id FROM image_origins WHERE image_id IN ({images})
+        UNION SELECT run_id FROM generations WHERE image_id IN ({images})
+        UNION SELECT run_id FROM captions WHERE image_id IN ({images})
+        UNION SELECT run_id FROM scores WHERE image_id IN ({images})
+        UNION SELECT run_id FROM decisions WHERE item_type = 'image' AND item_id IN ({images})
+        UNION SELECT run_id FROM prompts WHERE id IN ({prompts})
+        UNION SELECT run_id FROM labels WHERE prompt_id IN ({prompts})
+        UNION SELECT run_id FROM decisions WHERE item_type = 'prompt' AND item_id IN ({prompts})"""
     return store.query(f"SELECT id, step, command, code_version, substr(started_at, 1, 10) AS day, status "
-                       f"FROM runs WHERE id IN ({sql}) ORDER BY id", params)
+                       f"FROM runs WHERE id IN ({sql}) ORDER BY id")
 
 
 def models_used(store: Store, info: CardInfo) -> list[tuple[str, str]]:
     """(what, model) pairs: generators, captioners, labellers, scorers of the released items."""
-    if info.item_type == "image":
-        ids = _ids_json(item["image_id"] for item in info.items)
-        prompt_ids = _ids_json(item["prompt_id"] for item in info.items if item.get("prompt_id", -1) > 0)
-    else:
-        ids, prompt_ids = "[]", _ids_json(item["prompt_id"] for item in info.items)
-    rows = store.execute("""
-        SELECT 'generation', model FROM generations WHERE image_id IN (SELECT value FROM json_each(:ids))
-        UNION SELECT 'caption (' || kind || ')', model FROM captions WHERE image_id IN (SELECT value FROM json_each(:ids))
-        UNION SELECT 'score (' || kind || ')', model FROM scores WHERE image_id IN (SELECT value FROM json_each(:ids))
-        UNION SELECT 'label (' || kind || ')', model FROM labels WHERE prompt_id IN (SELECT value FROM json_each(:pids))
-        """, {"ids": ids, "pids": prompt_ids})
+    images, prompts = _scope_params(info)
+    rows = store.execute(f"""
+        SELECT 'generation', model FROM generations WHERE image_id IN ({images})
+        UNION SELECT 'caption (' || kind || ')', model FROM captions WHERE image_id IN ({images})
+        UNION SELECT 'score (' || kind || ')', model FROM scores WHERE image_id IN ({images})
+        UNION SELECT 'label (' || kind || ')', model FROM labels WHERE prompt_id IN ({prompts})""")
     return sorted((what, model) for what, model in rows if model)
 
 
@@ -123,8 +154,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def charts(info: CardInfo) -> dict[str, bytes]:
-    """PNG charts: caption length, items per source, and for images top tags and resolutions."""
+def charts(stats: CardStats) -> dict[str, bytes]:
+    """PNG charts: text length, items per source, and for images top tags and resolutions."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,27 +170,29 @@ def charts(info: CardInfo) -> dict[str, bytes]:
         plt.close(fig)
         out[f"{CHART_DIR}/{name}.png"] = buffer.getvalue()
 
+    words = sorted(stats.words.items()) or [(0, 1)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist([len(item["text"].split()) for item in info.items] or [0], bins=30, color="#4c72b0")
+    ax.hist([w for w, _ in words], weights=[n for _, n in words], bins=30, color="#4c72b0")
     ax.set(title="Text length", xlabel="words", ylabel="items")
     save(fig, "text_length")
 
-    sources = Counter(item["source_kind"] or "unknown" for item in info.items).most_common()
+    sources = stats.sources.most_common()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar([name for name, _ in sources], [n for _, n in sources], color="#55a868")
     ax.set(title="Items per source", ylabel="items")
     save(fig, "sources")
 
-    if info.item_type == "image":
-        tags = Counter(tag for item in info.items for tag in item.get("tags", [])).most_common(20)
+    if stats.item_type == "image":
+        tags = stats.tags.most_common(20)
         fig, ax = plt.subplots(figsize=(6, 5))
         ax.barh([name for name, _ in reversed(tags)], [n for _, n in reversed(tags)], color="#c44e52")
         ax.set(title="Top tags", xlabel="images")
         save(fig, "top_tags")
 
+        sizes = [(*map(int, size.split("x")), n) for size, n in sorted(stats.sizes.items())]
         fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter([item["width"] for item in info.items], [item["height"] for item in info.items],
-                   s=8, alpha=0.5, color="#8172b2")
+        ax.scatter([w for w, _, _ in sizes], [h for _, h, _ in sizes], s=[min(8 * n, 200) for _, _, n in sizes],
+                   alpha=0.5, color="#8172b2")
         ax.set(title="Resolution", xlabel="width (px)", ylabel="height (px)")
         save(fig, "resolution")
     return out
@@ -167,25 +200,22 @@ def charts(info: CardInfo) -> dict[str, bytes]:
 
 def render_card(store: Store, info: CardInfo) -> dict[str, bytes]:
     """README.md and its charts, as {relative path: bytes}."""
-    split_counts = dict(sorted(Counter(item["split"] for item in info.items).items(),
-                               key=lambda kv: split_sort_key(kv[0])))
-    source_counts = Counter(item["source_kind"] or "unknown" for item in info.items).most_common()
-    files = charts(info)
-    noun = "images" if info.item_type == "image" else ("pairs" if info.format == "pairs" else "prompts")
+    stats, exporter = info.stats, info.exporter
+    files = charts(stats) if exporter.charts else {}
+    noun = "images" if stats.item_type == "image" else ("pairs" if exporter.name == "pairs" else "prompts")
     body = [
-        f"# {info.pretty_name or info.name}",
+        f"# {info.settings.pretty_name or info.name}",
         "",
-        f"{len(info.items):,} {noun}, exported as `{info.format}` by promptmill from its provenance database.",
+        f"{stats.items:,} {noun}, exported as `{exporter.name}` by promptmill from its provenance database.",
         "",
-        "## Splits", "", _table(["split", noun], [[s, f"{n:,}"] for s, n in split_counts.items()]), "",
-        "## Sources", "", _table(["source", noun], [[s, f"{n:,}"] for s, n in source_counts]), "",
+        "## Load it", "", exporter.how_to_load(info.out), "",
+        "## Splits", "", _table(["split", noun], [[s, f"{stats.splits[s]:,}"] for s in stats.split_names()]), "",
+        "## Sources", "", _table(["source", noun], [[s, f"{n:,}"] for s, n in stats.sources.most_common()]), "",
     ]
-    if info.item_type == "image" and info.format in ("imagefolder", "parquet"):
-        body += ["## Columns", "", _table(["column", "type"], [[name, kind] for name, kind in IMAGE_COLUMNS]), "",
-                 PLACEHOLDERS, ""]
+    body += exporter.card_sections()
     runs = builder_runs(store, info)
     body += ["## How it was built", "",
-             "Export parameters: `" + json.dumps({k: v for k, v in info.params.items() if k != "out"},
+             "Export parameters: `" + json.dumps({k: v for k, v in exporter.params.items() if k != "out"},
                                                  sort_keys=True, default=str) + "`", "",
              _table(["run", "step", "command", "code version", "day", "status"],
                     [[r["id"], r["step"], r["command"] or "", r["code_version"] or "", r["day"], r["status"]]
@@ -193,8 +223,13 @@ def render_card(store: Store, info: CardInfo) -> dict[str, bytes]:
     models = models_used(store, info)
     if models:
         body += ["Models:", ""] + [f"- {what}: `{model}`" for what, model in models] + [""]
-    body += ["## Charts", ""] + [f"![{path.rsplit('/', 1)[-1][:-4].replace('_', ' ')}]({path})"
-                                 for path in sorted(files)] + [""]
+    if info.settings.license == "other":
+        body += ["## License", "", f"`{info.settings.license_name or DEFAULT_LICENSE_NAME}`"
+                 + (f": see {info.settings.license_link}." if info.settings.license_link else
+                    ": each item keeps the terms of the source it came from (see Sources)."), ""]
+    if files:
+        body += ["## Charts", ""] + [f"![{path.rsplit('/', 1)[-1][:-4].replace('_', ' ')}]({path})"
+                                     for path in sorted(files)] + [""]
     meta = yaml.safe_dump(header(info), sort_keys=False, allow_unicode=True)
-    files["README.md"] = f"---\n{meta}---\n\n" .encode() + "\n".join(body).encode("utf-8")
+    files["README.md"] = f"---\n{meta}---\n\n".encode() + "\n".join(body).encode("utf-8")
     return files

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
-from promptmill.release.base import MARKER, STAGING
+from promptmill.release.folder import MARKER, STAGING, is_own, manifest_sha256, read_marker, sha256_file
 
 MAX_FILES_PER_FOLDER = 10_000
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
@@ -72,14 +72,28 @@ class _Columns:
         return problems
 
 
-def check_folder(root: str | Path, max_problems: int = 50) -> tuple[list[str], int]:
-    """(problems, files checked) for a dataset folder."""
+def check_manifest(root: Path, files: list[Path]) -> tuple[list[str], list[str]]:
+    """(problems, files not in the release) against the marker an export left in ROOT."""
+    marker = read_marker(root)
+    if not (root / MARKER).exists():
+        return [], []
+    manifest = marker.get("files")
+    if not isinstance(manifest, dict) or manifest_sha256(manifest) != marker.get("manifest_sha256"):
+        return [f"{MARKER} is damaged or its file list does not match its manifest hash; export again"], []
+    present = {p.relative_to(root).as_posix() for p in files}
+    problems = [f"{name}: in the release but missing" for name in sorted(manifest.keys() - present)]
+    problems += [f"{name}: changed since the export (sha256 differs)" for name in sorted(manifest.keys() & present)
+                 if sha256_file(root / name) != manifest[name]]
+    return problems, sorted(present - manifest.keys())
+
+
+def check_folder(root: str | Path, max_problems: int = 50) -> tuple[list[str], int, list[str]]:
+    """(problems, files checked, files not in the release) for a dataset folder."""
     root = Path(root)
-    problems: list[str] = []
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not is_own(p.relative_to(root).as_posix())]
+    problems, extra = check_manifest(root, files)
     if (root / STAGING).exists():
-        problems.append(f"{STAGING}/ exists: an export did not finish; run it again")
-    files = [p for p in sorted(root.rglob("*")) if p.is_file() and STAGING not in p.relative_to(root).parts
-             and p.name != MARKER]
+        problems.insert(0, f"{STAGING}/ exists: an export did not finish; run it again")
     per_folder = Counter(p.parent for p in files)
     for folder, n in sorted(per_folder.items()):
         if n >= MAX_FILES_PER_FOLDER:
@@ -121,11 +135,11 @@ def check_folder(root: str | Path, max_problems: int = 50) -> tuple[list[str], i
                 elif not (path.parent / name).is_file():
                     problems.append(f"{where}: file_name {name!r} names no file")
                 if len(problems) >= max_problems:
-                    return problems, len(files)
+                    return problems, len(files), extra
         problems += [f"{relative}: {key} is an empty list in every row (no element type to infer)"
                      for key, only in sorted(empty_lists_only.items()) if only]
     problems += _check_parquet_schemas(root, [p for p in files if p.suffix == ".parquet"])
-    return problems, len(files)
+    return problems, len(files), extra
 
 
 def _check_parquet_schemas(root: Path, shards: list[Path]) -> list[str]:

@@ -1,10 +1,12 @@
-"""09_upload: export releases (imagefolder, parquet, kohya, pairs, prompts), check them, diff them, push them.
+"""09_upload: export releases (imagefolder, parquet, kohya, pairs, prompts and installed exporters), check
+them, diff them, push them.
 
 Every export selects the kept items (after cleaning and dedup) with their
-split (no split decision: ``train``), writes OUT through a staging folder,
-adds a dataset card and records a ``releases`` row with the sha256 of every
-file. Exporting the same data again writes the same bytes and records
-nothing new; a killed export leaves OUT as it was or finishes on the next run.
+split (no split decision: ``train``), writes OUT through a staging folder
+under a lock, adds a dataset card and records a ``releases`` row with the
+sha256 of every file. Exporting the same data again writes the same bytes and
+records nothing new; a killed export leaves OUT as it was or finishes on the
+next run; files in OUT that the release did not write are never touched.
 """
 
 import json
@@ -14,217 +16,72 @@ from pathlib import Path
 import click
 
 from promptmill.cli import BadInput, StepGroup, db_option, step_run
-
-STEP = "09_upload"
+from promptmill.release.base import STEP
 
 out_argument = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 
 
-def release_option(f):
-    return click.option("--release", "release_name", default=None,
-                        help="Release name to record (default: OUT's folder name).")(f)
-
-
 def card_options(f):
     f = click.option("--card/--no-card", default=True, show_default=True,
-                     help="Write README.md (dataset card) and its charts into OUT.")(f)
+                     help="Write README.md (dataset card) into OUT.")(f)
     f = click.option("--license", "license_id", default="other", show_default=True,
                      help="License id for the card header (e.g. cc-by-4.0, openrail).")(f)
+    f = click.option("--license-name", default=None,
+                     help="With --license other: its short name (default: mixed-sources).")(f)
+    f = click.option("--license-link", default=None,
+                     help="With --license other: where its terms are (default: the card's License section).")(f)
     f = click.option("--pretty-name", default=None, help="Title of the dataset card.")(f)
     return f
 
 
-def text_from_option(default):
-    return click.option("--text-from", default=default, show_default=True,
-                        help="Text of each image: prompt, caption:KIND (the current caption of that kind, edits "
-                        "included, e.g. caption:wd14) or label:KIND; comma-separated fallbacks, the first "
-                        "with text wins (e.g. prompt,caption:imported).")
+def export_command(cls) -> click.Command:
+    """The `upload NAME` command of an exporter: OUT, --release, the card options and its own options."""
+
+    def callback(db_path, out, release_name, card, license_id, license_name, license_link, pretty_name, **options):
+        from promptmill.release.base import CardSettings, export
+
+        exporter = cls({"out": str(out), **options})
+        exporter.check()
+        name = release_name or out.resolve().name
+        settings = CardSettings(card, license_id, license_name, license_link, pretty_name)
+        with step_run(db_path, STEP, cls.name, {}) as (store, run):
+            recorded = export(store, run, exporter, out, name, settings)
+            if recorded.without_text:
+                click.echo(f"warning: {recorded.without_text:,} of {recorded.items:,} items have no text", err=True)
+            for extra in recorded.extra_files[:20]:
+                click.echo(f"kept (not from this release): {extra}", err=True)
+            click.echo(f"release {name!r} #{recorded.release_id}: {out} (manifest {recorded.manifest_sha256[:12]})")
+
+    command = click.Command(cls.name, callback=callback, help=(cls.__doc__ or "").strip(),
+                            short_help=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None)
+    for decorate in (db_option, out_argument, click.option(
+            "--release", "release_name", default=None, help="Release name to record (default: OUT's folder name)."),
+            card_options, *cls.options):
+        decorate(command)
+    return command
 
 
-split_option = click.option("--split", "splits", multiple=True,
-                            help="Only these splits (repeatable; default: all).")
+class UploadGroup(StepGroup):
+    """upload's own commands, then one command per exporter (built in or installed), made when named."""
+
+    def list_commands(self, ctx):
+        from promptmill.release.base import exporters
+
+        return list(exporters()) + super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        from promptmill.release.base import exporters
+
+        cls = exporters().get(name)
+        return export_command(cls) if cls else None
 
 
-def split_names(items) -> list[str]:
-    from promptmill.release.base import split_sort_key
-
-    return sorted({item["split"] for item in items}, key=split_sort_key)
-
-
-def card_files(store, name, fmt, items, item_type, data_files, license_id, pretty_name, params):
-    from promptmill.release.card import CardInfo, render_card
-
-    return render_card(store, CardInfo(name=name, format=fmt, items=items, item_type=item_type,
-                                       data_files=data_files, license=license_id, pretty_name=pretty_name,
-                                       params=params))
-
-
-def export_images(ctx_name, db_path, out, release_name, params, text_from, splits, write, data_files, card,
-                  license_id, pretty_name):
-    """The shared body of imagefolder, parquet and kohya."""
-    from promptmill.release.base import image_items, parse_text_from, run_export
-
-    parse_text_from(text_from)
-    name = release_name or out.resolve().name
-    with step_run(db_path, STEP, ctx_name, params) as (store, run):
-        items = image_items(store, text_from, tuple(splits))
-        if not items:
-            raise BadInput("no kept images to export (collect or generate some first)")
-        empty = sum(1 for item in items if not item["text"].strip())
-        if empty:
-            run.add("images without text", empty)
-            click.echo(f"warning: {empty:,} of {len(items):,} images have no text from {text_from}", err=True)
-
-        def extra(released):
-            if not card:
-                return {}
-            return card_files(store, name, ctx_name, items, "image", data_files(items), license_id, pretty_name,
-                              params)
-
-        recorded = run_export(store, run, out, name, ctx_name, params, lambda folder: write(store, folder, items),
-                              extra)
-        click.echo(f"release {name!r} #{recorded.release_id}: {out} (manifest {recorded.manifest_sha256[:12]})")
-
-
-@click.group(cls=StepGroup)
+@click.group(cls=UploadGroup)
 def cli():
-    """Export releases (imagefolder, parquet, kohya, pairs, prompts), cards and Hub pushes."""
-
-
-# --- upload ---
-
-
-@cli.command()
-@db_option
-@out_argument
-@release_option
-@text_from_option("prompt")
-@split_option
-@card_options
-def imagefolder(db_path, out, release_name, text_from, splits, card, license_id, pretty_name):
-    """Images in OUT/<split>/ with one metadata.jsonl per split (Hugging Face imagefolder)."""
-    from promptmill.release.imagefolder import write_imagefolder
-
-    params = {"out": str(out), "text_from": text_from, "splits": list(splits), "card": card, "license": license_id}
-    export_images("imagefolder", db_path, out, release_name, params, text_from, splits, write_imagefolder,
-                  lambda items: {s: f"{s}/**" for s in split_names(items)},
-                  card, license_id, pretty_name)
-
-
-@cli.command()
-@db_option
-@out_argument
-@release_option
-@text_from_option("prompt")
-@split_option
-@click.option("--max-shard-mb", default=500, show_default=True, type=click.IntRange(1),
-              help="Start a new shard before a shard's images pass this size.")
-@card_options
-def parquet(db_path, out, release_name, text_from, splits, max_shard_mb, card, license_id, pretty_name):
-    """Parquet shards in OUT/data/ with the images embedded, 100 rows per row group."""
-    from promptmill.release.parquet import write_parquet
-
-    params = {"out": str(out), "text_from": text_from, "splits": list(splits), "max_shard_mb": max_shard_mb,
-              "card": card, "license": license_id}
-    export_images("parquet", db_path, out, release_name, params, text_from, splits,
-                  lambda store, folder, items: write_parquet(store, folder, items, max_shard_mb * 1000 * 1000),
-                  lambda items: {s: f"data/{s}-*" for s in split_names(items)},
-                  card, license_id, pretty_name)
-
-
-@cli.command()
-@db_option
-@out_argument
-@click.option("--trigger", required=True, help="Trigger word: the folder's class tokens and every caption's start.")
-@click.option("--repeats", default=10, show_default=True, type=click.IntRange(1), help="kohya repeats per epoch.")
-@release_option
-@text_from_option("prompt")
-@split_option
-@click.option("--toml/--no-toml", "write_toml", default=False, show_default=True,
-              help="Also write dataset_config.toml with one [[datasets.subsets]].")
-@click.option("--resolution", default=512, show_default=True, type=click.IntRange(64),
-              help="Training resolution written into dataset_config.toml.")
-@card_options
-def kohya(db_path, out, trigger, repeats, release_name, text_from, splits, write_toml, resolution, card,
-          license_id, pretty_name):
-    """A kohya LoRA folder: OUT/<repeats>_<trigger>/ with each image and its same-stem .txt caption."""
-    from promptmill.release.kohya import check_trigger, write_kohya
-
-    check_trigger(trigger)
-    params = {"out": str(out), "trigger": trigger, "repeats": repeats, "text_from": text_from,
-              "splits": list(splits), "toml": write_toml, "resolution": resolution, "card": card,
-              "license": license_id}
-
-    def write(store, folder, items):
-        released, empty = write_kohya(store, folder, items, trigger, repeats, write_toml, resolution)
-        if empty:
-            click.echo(f"warning: {empty:,} captions are only the trigger word (no text from {text_from})", err=True)
-        return released
-
-    export_images("kohya", db_path, out, release_name, params, text_from, splits, write, lambda items: {},
-                  card, license_id, pretty_name)
-
-
-@cli.command()
-@db_option
-@out_argument
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "strings"]), default="jsonl", show_default=True)
-@click.option("--template", default="{description}\\t{prompt}", show_default=True,
-              help="Record template of --format strings: {description}, {prompt}, {prompt_id}, {id}; \\t and \\n work.")
-@release_option
-@card_options
-def pairs(db_path, out, fmt, template, release_name, card, license_id, pretty_name):
-    """Description -> prompt pairs (07_label descriptions, no _no_object), one file per split."""
-    from promptmill.release.base import pair_items, run_export
-    from promptmill.release.text import check_template, write_pairs
-
-    template = check_template(template) if fmt == "strings" else template
-    name = release_name or out.resolve().name
-    params = {"out": str(out), "format": fmt, "template": template if fmt == "strings" else None, "card": card,
-              "license": license_id}
-    with step_run(db_path, STEP, "pairs", params) as (store, run):
-        items = pair_items(store)
-        if not items:
-            raise BadInput("no kept prompts with a description label (run 07_label describe first)")
-        pattern = {"jsonl": "{}.jsonl", "csv": "{}.csv", "strings": "{}_strings.txt"}[fmt]
-        card_items = [{**item, "text": item["prompt"]} for item in items]
-
-        def extra(released):
-            data_files = {s: pattern.format(s) for s in split_names(items)} if fmt != "strings" else {}
-            return card_files(store, name, "pairs", card_items, "prompt", data_files, license_id, pretty_name,
-                              params) if card else {}
-
-        recorded = run_export(store, run, out, name, "pairs", params,
-                              lambda folder: write_pairs(folder, items, fmt, template), extra)
-        click.echo(f"release {name!r} #{recorded.release_id}: {out} (manifest {recorded.manifest_sha256[:12]})")
-
-
-@cli.command()
-@db_option
-@out_argument
-@click.option("--format", "fmt", type=click.Choice(["txt", "jsonl"]), default="txt", show_default=True)
-@click.option("--split", default=None, help="Only prompts of this split.")
-@release_option
-@card_options
-def prompts(db_path, out, fmt, split, release_name, card, license_id, pretty_name):
-    """The kept prompts (cleaned, deduplicated): prompts.txt one per line, or prompts.jsonl with provenance."""
-    from promptmill.release.base import prompt_items, run_export
-    from promptmill.release.text import write_prompts
-
-    name = release_name or out.resolve().name
-    params = {"out": str(out), "format": fmt, "split": split, "card": card, "license": license_id}
-    with step_run(db_path, STEP, "prompts", params) as (store, run):
-        items = prompt_items(store, split)
-        if not items:
-            raise BadInput("no kept prompts to export" + (f" in split {split!r}" if split else ""))
-
-        def extra(released):
-            return card_files(store, name, "prompts", items, "prompt", {"train": f"prompts.{fmt}"}, license_id,
-                              pretty_name, params) if card else {}
-
-        recorded = run_export(store, run, out, name, "prompts", params,
-                              lambda folder: write_prompts(folder, items, fmt), extra)
-        click.echo(f"release {name!r} #{recorded.release_id}: {out} (manifest {recorded.manifest_sha256[:12]})")
+    """Export releases (imagefolder, parquet, kohya, pairs, prompts, installed exporters), cards and Hub pushes."""
 
 
 @cli.command()
@@ -232,31 +89,28 @@ def prompts(db_path, out, fmt, split, release_name, card, license_id, pretty_nam
 @out_argument
 @click.option("--release", "release_ref", required=True, help="Release name (its newest row) or #ID.")
 @click.option("--license", "license_id", default=None, help="License id (default: the one the release used).")
+@click.option("--license-name", default=None, help="With --license other: its short name.")
+@click.option("--license-link", default=None, help="With --license other: where its terms are.")
 @click.option("--pretty-name", default=None, help="Title of the dataset card.")
-def card(db_path, out, release_ref, license_id, pretty_name):
+def card(db_path, out, release_ref, license_id, license_name, license_link, pretty_name):
     """Render the dataset card (README.md + charts) of a recorded release into OUT, e.g. to preview or relicense it."""
-    from promptmill.release.base import find_release, image_items, pair_items, prompt_items, release_items
-    from promptmill.release.card import CardInfo, render_card
+    from promptmill.release.base import CardSettings, exporter_for, find_release
+    from promptmill.release.card import CardInfo, CardStats, render_card
 
-    with step_run(db_path, STEP, "card", {"out": str(out), "release": release_ref}) as (store, run):
+    with step_run(db_path, STEP, "card", {}) as (store, run):
         release = find_release(store, release_ref)
+        if not release["card_stats"]:
+            raise BadInput(f"release {release['name']!r} #{release['id']} was recorded without card data; export it again")
         params = json.loads(release["params"])
-        recorded = release_items(store, release["id"])
-        if release["format"] in ("imagefolder", "parquet", "kohya"):
-            items = [{**item, "text": recorded[("image", item["image_id"])]["text"] or "",
-                      "split": recorded[("image", item["image_id"])]["split"]}
-                     for item in image_items(store, params.get("text_from", "prompt"))
-                     if ("image", item["image_id"]) in recorded]
-            item_type = "image"
-        else:
-            found = pair_items(store) if release["format"] == "pairs" else prompt_items(store)
-            items = [{**item, "text": item.get("prompt", item.get("text", "")),
-                      "split": recorded[("prompt", item["prompt_id"])]["split"]}
-                     for item in found if ("prompt", item["prompt_id"]) in recorded]
-            item_type = "prompt"
-        files = render_card(store, CardInfo(name=release["name"], format=release["format"], items=items,
-                                            item_type=item_type, license=license_id or params.get("license", "other"),
-                                            pretty_name=pretty_name, params=params))
+        used = params.pop("card", {})
+        exporter = exporter_for(release["format"])(params)
+        stats = CardStats.from_json(json.loads(release["card_stats"]))
+        settings = CardSettings(True, license_id or used.get("license", "other"),
+                                license_name or used.get("license_name"), license_link or used.get("license_link"),
+                                pretty_name or used.get("pretty_name"))
+        files = render_card(store, CardInfo(
+            name=release["name"], exporter=exporter, out=Path(release["path"]), stats=stats, settings=settings,
+            scope_sql=f"SELECT item_id FROM release_items WHERE release_id = {int(release['id'])}"))
         for relative, data in files.items():
             target = out / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -307,32 +161,37 @@ def push(db_path, repo_id, release_ref, private, dry_run, folder):
     from promptmill.release.base import find_release
     from promptmill.release.hub import push_release
 
-    params = {"repo_id": repo_id, "release": release_ref, "private": private, "dry_run": dry_run,
-              "folder": str(folder) if folder else None}
-    with step_run(db_path, STEP, "push", params) as (store, run):
+    with step_run(db_path, STEP, "push", {}) as (store, run):
         release = find_release(store, release_ref)
         result = push_release(store, run, release, repo_id, private, folder, dry_run)
+        for name in result["extra"][:20]:
+            click.echo(f"not in the release, not uploaded: {name}", err=True)
+        if result["extra"]:
+            run.add("extra files left out", len(result["extra"]))
         if dry_run:
             for name, size in result["files"]:
                 click.echo(f"{size:>12,}  {name}")
             run.add("files listed", len(result["files"]))
             return
-        run.add("files pushed", result["files"])
-        click.echo(f"pushed release {release['name']!r} to {repo_id}: {result['commit_url']}")
+        run.add("files pushed" if result["recorded"] else "files already on the Hub", len(result["files"]))
+        click.echo(f"pushed release {release['name']!r} to {repo_id}: {result['commit_url']}"
+                   + ("" if result["recorded"] else " (nothing changed)"))
 
 
 @cli.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def check(out):
-    """Check OUT as the Hub viewer reads it: same columns and types in every row, file names that exist, no
-    absolute or '..' paths, fewer than 10,000 files per folder. Exit 1 when something is wrong."""
+    """Check OUT as the Hub viewer reads it (same columns and types in every row, file names that exist, no
+    absolute or '..' paths, fewer than 10,000 files per folder) and against its export's manifest (every file
+    present and unchanged; files that are not the release's are listed). Exit 1 when something is wrong."""
     from promptmill.release.check import check_folder
 
-    problems, files = check_folder(out)
+    problems, files, extra = check_folder(out)
     for problem in problems:
         click.echo(problem)
+    for name in extra[:20]:
+        click.echo(f"not in the release (not uploaded by push): {name}", err=True)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {files:,} files", err=True)
         sys.exit(1)
-    click.echo(f"ok: {files:,} files")
-
+    click.echo(f"ok: {files:,} files" + (f", {len(extra):,} not in the release" if extra else ""))

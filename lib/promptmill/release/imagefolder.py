@@ -1,9 +1,8 @@
 """A Hugging Face imagefolder: ``<split>/`` folders of images, each with one ``metadata.jsonl``.
 
-Images are copied byte for byte from the blob store (their sha256 is their
-blob name, so the manifest costs no second read). A split with more images
-than the Hub allows in one folder is spread over numbered sub-folders;
-``file_name`` is always relative to the split's metadata file.
+A split with more images than the Hub allows in one folder is spread over
+numbered sub-folders; ``file_name`` is always relative to the split's
+metadata file.
 """
 
 from __future__ import annotations
@@ -12,14 +11,20 @@ import json
 from collections import Counter
 
 from promptmill.core.progress import bar
-from promptmill.core.store import Store
-from promptmill.release.base import ExportFolder, metadata_row, split_sort_key, unique_stems
+from promptmill.release.images import (
+    ImageExporter,
+    columns_section,
+    normalize_option,
+    split_option,
+    text_from_option,
+)
+from promptmill.release.items import metadata_row, split_sort_key, unique_stems
 
 IMAGES_PER_FOLDER = 9_000  # the Hub refuses folders of 10,000 files or more
 
 
-def image_paths(items: list[dict]) -> list[str]:
-    """Each item's path inside its split folder: flat, or in sub-folders for big splits."""
+def image_stems(items: list[dict]) -> list[str]:
+    """Each item's path inside its split folder, without extension: flat, or in sub-folders for big splits."""
     stems = unique_stems(items)
     sizes = Counter(item["split"] for item in items)
     seen: Counter = Counter()
@@ -27,24 +32,43 @@ def image_paths(items: list[dict]) -> list[str]:
     for item, stem in zip(items, stems):
         index = seen[item["split"]]
         seen[item["split"]] += 1
-        name = f"{stem}.{item['ext']}"
-        paths.append(f"{index // IMAGES_PER_FOLDER:03d}/{name}" if sizes[item["split"]] > IMAGES_PER_FOLDER else name)
+        paths.append(f"{index // IMAGES_PER_FOLDER:03d}/{stem}" if sizes[item["split"]] > IMAGES_PER_FOLDER else stem)
     return paths
 
 
-def write_imagefolder(store: Store, folder: ExportFolder, items: list[dict]) -> list[dict]:
-    """Copy the images and write the metadata; return the release items."""
-    lines: dict[str, list[str]] = {}
-    released = []
-    with bar(len(items), "imagefolder", "img") as progress:
-        for number, (item, path) in enumerate(zip(items, image_paths(items)), 1):
-            split = item["split"]
-            folder.copy_blob(f"{split}/{path}", store.blobs.path_for(item["sha256"], item["ext"]), item["sha256"])
-            row = {"file_name": path, **metadata_row(item, number)}
-            lines.setdefault(split, []).append(json.dumps(row, ensure_ascii=False))
-            released.append({"item_type": "image", "item_id": item["image_id"], "split": split,
-                             "file_name": f"{split}/{path}", "sha256": item["sha256"], "text": item["text"]})
-            progress.update()
-    for split in sorted(lines, key=split_sort_key):
-        folder.write_text(f"{split}/metadata.jsonl", "\n".join(lines[split]) + "\n")
-    return released
+def load_snippet() -> str:
+    """The card's loading code; it names no local path, so the same release renders the same card anywhere."""
+    return ('```python\nfrom datasets import load_dataset\n\n'
+            'dataset = load_dataset("path/to/this/folder")  # or the Hub repository id it was pushed to\n```')
+
+
+class ImagefolderExporter(ImageExporter):
+    """Images in OUT/<split>/ with one metadata.jsonl per split (Hugging Face imagefolder)."""
+
+    name = "imagefolder"
+    tasks = ("text-to-image", "image-to-text")
+    options = (text_from_option("prompt"), split_option, normalize_option(False))
+
+    def write(self, store, folder):
+        items = self.select(store)
+        lines: dict[str, list[str]] = {}
+        with bar(len(items), "imagefolder", "img") as progress:
+            for number, (item, stem) in enumerate(zip(items, image_stems(items)), 1):
+                split = item["split"]
+                relative, written = self.place(store, folder, f"{split}/{stem}", item)
+                row = {"file_name": relative.split("/", 1)[1],
+                       **metadata_row({**item, "width": written.width, "height": written.height}, number)}
+                lines.setdefault(split, []).append(json.dumps(row, ensure_ascii=False))
+                yield self.released(item, split, relative, written, item["text"])
+                progress.update()
+        for split in sorted(lines, key=split_sort_key):
+            folder.write_text(f"{split}/metadata.jsonl", "\n".join(lines[split]) + "\n")
+
+    def data_files(self, splits):
+        return {split: [f"{split}/**"] for split in splits}
+
+    def how_to_load(self, out):
+        return load_snippet()
+
+    def card_sections(self):
+        return columns_section()
