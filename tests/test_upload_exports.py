@@ -339,7 +339,7 @@ def test_normalize_writes_upright_rgb_and_is_recorded(tmp_path, invoke, store, r
 
     invoke("09_upload", "imagefolder", tmp_path / "as-is")
     [row] = jsonl(tmp_path / "as-is" / "train" / "metadata.jsonl")
-    assert row["file_name"].endswith(".jpg") and (row["width"], row["height"]) == (40, 20)
+    assert row["file_name"].endswith(".jpg") and (row["width"], row["height"]) == (20, 40)  # as displayed
     assert (tmp_path / "as-is" / "train" / row["file_name"]).read_bytes() == buffer.getvalue()
 
     invoke("09_upload", "imagefolder", tmp_path / "upright", "--normalize")

@@ -84,7 +84,7 @@ def to_rgb8(image: Image.Image) -> Image.Image:
 
     image = ImageOps.exif_transpose(image) or image
     if image.mode in SIXTEEN_BIT_MODES:
-        return image.convert("I").point(lambda value: value * (1 / 257)).convert("L").convert("RGB")
+        return image.convert("I").point(lambda value: value * (1 / 257) + 0.5).convert("L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
