@@ -89,14 +89,15 @@ def bench_wd14(store, rows, folder: Path, batch_size: int) -> tuple[float, float
     from promptmill.caption import wd14 as caption_wd14
 
     tagger = caption_wd14.load_tagger(str(folder))
-    caption_wd14.predict(tagger, [caption_wd14.prepare(caption_local.open_rgb(store, *rows[0][1:]), tagger.size)])
+    caption_wd14.predict(tagger, [caption_wd14.prepare(caption_local.open_rgb(store.blobs, *rows[0][1:]), tagger.size)])
     started = time.perf_counter()
     for _, sha, ext in rows:
-        array = caption_wd14.prepare(caption_local.open_rgb(store, sha, ext), tagger.size)
+        array = caption_wd14.prepare(caption_local.open_rgb(store.blobs, sha, ext), tagger.size)
         caption_wd14.predict(tagger, [array])
     baseline = time.perf_counter() - started
     started = time.perf_counter()
-    for _, arrays in caption_local.decoded_batches(store, rows, batch_size,
+    items = [caption_local.Item(*row) for row in rows]
+    for _, arrays in caption_local.decoded_batches(store.blobs, items, batch_size,
                                                    lambda image: caption_wd14.prepare(image, tagger.size)):
         caption_wd14.predict(tagger, arrays)
     return baseline, time.perf_counter() - started
@@ -109,7 +110,7 @@ def bench_blip(store, rows, folder: Path, batch_size: int) -> tuple[float, float
     from promptmill.caption import blip as caption_blip
 
     captioner, processor = caption_blip.load_blip(str(folder), None, "cpu", torch.float32)
-    images = [caption_local.open_rgb(store, sha, ext) for _, sha, ext in rows]
+    images = [caption_local.open_rgb(store.blobs, sha, ext) for _, sha, ext in rows]
     caption_blip.caption_batch(captioner, processor, images[:1], None, 3, 5, 20)
     started = time.perf_counter()
     for image in images:

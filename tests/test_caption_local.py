@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import paths
 from conftest import ROOT
 from promptmill.caption.base import open_rgb
 from promptmill.caption.wd14 import load_tagger, prepare
@@ -45,7 +50,7 @@ def test_wd14_preprocessing_matches_the_reference_tagger(store, run):
     transparent.paste((255, 0, 0, 255), (0, 0, 20, 20))
     image_id = add_image(store, run, transparent)
     sha, ext = store.query("SELECT sha256, ext FROM images WHERE id = ?", (image_id,))[0].values()
-    array = prepare(open_rgb(store, sha, ext), 40)
+    array = prepare(open_rgb(store.blobs, sha, ext), 40)
     assert array.shape == (40, 40, 3) and array.dtype == np.float32
     assert array[5, 15].tolist() == [0.0, 0.0, 255.0]  # red in BGR order
     assert array[35, 15].tolist() == [255.0, 255.0, 255.0]  # transparent part on white
@@ -146,3 +151,77 @@ def test_caption_benchmark_quick_smoke():
     spec.loader.exec_module(bench)
     result = bench.main(["--quick"])
     assert result["name"] == "caption" and result["ratio"] > 0 and "images/s" in result["figure"]
+
+
+TOY_CAPTIONER = """
+import click
+from PIL import ImageStat
+
+from promptmill.caption.base import Caption, Captioner
+
+
+class ToyCaptioner(Captioner):
+    \"\"\"Name each image's strongest colour.\"\"\"
+
+    name = kind = "toy"
+    default_model = "toy-colours"
+    cli_options = (click.option("--suffix", default="", help="Text after the colour."),)
+
+    def load(self):
+        self.colours = ("red", "green", "blue")
+
+    def caption(self, items, images):
+        results = []
+        for image in images:
+            means = ImageStat.Stat(image).mean
+            colour = self.colours[means.index(max(means))]
+            results.append(Caption(colour + self.options["suffix"], ((colour, round(max(means) / 255, 3), "general", 0),)))
+        return results
+"""
+
+
+def install_toy_captioner(site):
+    """A package installed the way pip leaves one: its module and a dist-info with an entry point."""
+    site.mkdir()
+    (site / "toy_captioner.py").write_text(textwrap.dedent(TOY_CAPTIONER), encoding="utf-8")
+    info = site / "toy_captioner-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-captioner\nVersion: 0.1\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[promptmill.captioners]\ntoy = toy_captioner:ToyCaptioner\n",
+                                           encoding="utf-8")
+    return {**os.environ, "PROMPTMILL_PROGRESS": "0",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_captioner_from_an_installed_package_runs_through_the_command(tmp_path, store, run):
+    env = install_toy_captioner(tmp_path / "site")
+    red = add_image(store, run, Image.new("RGB", (30, 20), (250, 10, 10)))
+    blue = add_image(store, run, Image.new("RGB", (20, 30), (0, 20, 240)), "JPEG")
+    broken = add_image(store, run, None, "PNG", b"\x89PNG\r\n\x1a\n cut short")
+
+    listed = subprocess.run([sys.executable, "-m", "promptmill", "caption", "--help"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0 and "toy" in listed.stdout and "Name each image's strongest colour" in listed.stdout
+    first = subprocess.run([sys.executable, "-m", "promptmill", "caption", "toy", "--db", str(store.path),
+                            "--suffix", " thing", "--batch-size", "2"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "captions added 2" in first.stderr and "images unreadable 1" in first.stderr
+    rows = store.query("SELECT c.image_id, c.text, c.model, c.params, c.natural_key, c.params_hash, t.tag, t.score "
+                       "FROM captions c JOIN tags t ON t.caption_id = c.id WHERE c.kind = 'toy' ORDER BY c.image_id")
+    assert [(r["image_id"], r["text"], r["tag"]) for r in rows] == [(red, "red thing", "red"),
+                                                                   (blue, "blue thing", "blue")]
+    assert all(r["model"] == "toy-colours" and r["natural_key"] == f"toy:{r['image_id']}:{r['params_hash']}"
+               and '"suffix": " thing"' in r["params"] for r in rows)
+    assert rows[0]["score"] == pytest.approx(250 / 255, abs=1e-3)
+    assert store.count("item_errors", "reason = 'toy: unreadable image' AND position = ?", (broken,)) == 1
+    recorded = store.query("SELECT params FROM runs WHERE step = '06_caption' AND command = 'toy'")
+    assert '"suffix": " thing"' in recorded[0]["params"]
+
+    # The numbered script runs the same command; same settings add nothing, new settings add a new set.
+    for suffix, captions in ((" thing", 2), ("", 4)):
+        result = subprocess.run([sys.executable, str(paths.STEPS_DIR / "06_caption.py"), "toy", "--db",
+                                 str(store.path), "--suffix", suffix], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert store.count("captions", "kind = 'toy'") == captions and store.count("item_errors") == 1

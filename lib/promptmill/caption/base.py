@@ -1,47 +1,185 @@
-"""What the local captioners (BLIP, WD14, CLIP score) share: parameter hashes, the images
-still to do, images decoded ahead on threads, and the rows they write.
+"""The Captioner interface, the registry of captioners, and the one loop that runs any of them.
 
-Images are decoded (and, for the tagger, preprocessed) by a thread pool one batch
-ahead of the model, so the model never waits on Pillow.
+A captioner loads its model once and turns a batch of decoded RGB images into
+captions (with tags) or scores. Everything else is the loop's: which images still
+need it, decoding one batch ahead on threads, unreadable images as item errors,
+and writing rows under their natural keys in one transaction per batch. So a new
+captioner is one module: a :class:`Captioner` subclass with its options, listed in
+:data:`BUILTIN` or registered by another package through the ``promptmill.captioners``
+entry point group, which makes it ``promptmill caption NAME``.
+
+The model side (:func:`caption_batch`) and the database side (:func:`save_results`)
+meet in plain result rows, so an engine can run the first on other machines and
+the second in the driver.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import import_module, metadata
+from typing import ClassVar
 
+from promptmill.core import save
+from promptmill.core.errors import PromptmillError
+from promptmill.core.progress import bar
 from promptmill.core.runs import Run
-from promptmill.core.store import Store
+from promptmill.core.store import BlobStore, Store
+
+ENTRY_POINT_GROUP = "promptmill.captioners"
+# command name -> "module:class"; third-party names never replace these.
+BUILTIN = {
+    "blip": "promptmill.caption.blip:BlipCaptioner",
+    "wd14": "promptmill.caption.wd14:WD14Captioner",
+    "clipscore": "promptmill.caption.clipscore:ClipScorer",
+}
 
 
-def params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class Item:
+    """An image to caption; scorers that compare with a prompt also get the prompt."""
+
+    image_id: int
+    sha256: str
+    ext: str
+    prompt_id: int | None = None
+    prompt: str | None = None
 
 
-def pick_device(requested: str) -> str:
-    import torch
+@dataclass(frozen=True)
+class Caption:
+    """A caption and its tags as (tag, score, category, position); ratings have no position."""
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def torch_dtype(name: str, device: str):
-    """fp16 on CUDA and fp32 on CPU when 'auto'."""
-    import torch
-
-    if name == "auto":
-        name = "fp16" if device.startswith("cuda") else "fp32"
-    return name, {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+    text: str
+    tags: tuple[tuple[str, float | None, str | None, int | None], ...] = ()
 
 
-def open_rgb(store: Store, sha256: str, ext: str):
+@dataclass(frozen=True)
+class Score:
+    value: float
+
+
+class Captioner:
+    """Subclass, set the class attributes, implement :meth:`load` and :meth:`caption`.
+
+    The class docstring is the command's help. Options are click options whose values
+    arrive as keyword arguments; :meth:`settings` (hashed) says which of them decide
+    the output, so changing one makes new rows beside the old ones."""
+
+    name: ClassVar[str]                # the command: promptmill caption NAME
+    kind: ClassVar[str]                # captions.kind (or scores.kind) of the rows it writes
+    default_model: ClassVar[str]
+    default_batch_size: ClassVar[int] = 16
+    cli_options: ClassVar[tuple[Callable, ...]] = ()   # click.option(...) decorators
+    unhashed: ClassVar[tuple[str, ...]] = ()           # options that don't change the output
+
+    def __init__(self, model: str, revision: str | None = None, **options):
+        self.model, self.revision, self.options = model, revision, options
+
+    def settings(self) -> dict:
+        """What decides the output; its hash is part of every row's natural key."""
+        chosen = {key: value for key, value in self.options.items() if key not in self.unhashed}
+        return {"model": self.model, "revision": self.revision, **chosen}
+
+    @property
+    def params_hash(self) -> str:
+        return save.params_hash(self.settings())
+
+    def run_params(self) -> dict:
+        """Recorded with the run beside the settings (device, options outside the hash)."""
+        return {key: self.options[key] for key in self.unhashed}
+
+    def row_params(self) -> dict:
+        """The JSON stored with each caption; call after :meth:`load`."""
+        return self.settings()
+
+    def load(self) -> None:
+        """Load the model (once per process)."""
+        raise NotImplementedError
+
+    def prepare(self, image):
+        """Per-image preprocessing, run on the decode threads (default: the RGB image itself)."""
+        return image
+
+    def caption(self, items: list[Item], inputs: list) -> list[Caption | Score]:
+        """One result per item, in order, from the prepared inputs."""
+        raise NotImplementedError
+
+    def pending(self, store: Store, limit: int | None = None) -> list[Item]:
+        """Kept images without a caption of this kind and these settings, in id order."""
+        from promptmill.core.state import kept_images
+
+        done = {row[0] for row in store.execute("SELECT image_id FROM captions WHERE kind = ? AND params_hash = ?",
+                                                (self.kind, self.params_hash))}
+        items = [Item(*row) for row in kept_images(store) if row[0] not in done]
+        return items[:limit] if limit else items
+
+    def finish(self, store: Store, run: Run) -> None:
+        """After the loop: decisions that need every result (default: nothing)."""
+
+
+def torch_options(f):
+    """--device and --dtype, shared by every captioner on torch."""
+    import click
+
+    from promptmill.engine.devices import DTYPES
+
+    f = click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+                     help="auto: fp16 on CUDA, fp32 on CPU.")(f)
+    return click.option("--device", default="auto", show_default=True, help="auto: cuda when there, else cpu.")(f)
+
+
+class TorchCaptioner(Captioner):
+    """A captioner on torch: --device and --dtype, resolved once; the dtype name is hashed."""
+
+    cli_options = (torch_options,)
+    unhashed = ("device",)
+
+    def __init__(self, model: str, revision: str | None = None, *, device: str = "auto", dtype: str = "auto",
+                 **options):
+        from promptmill.engine.devices import pick_device, torch_dtype
+
+        device = pick_device(device)
+        dtype_name, self.torch_dtype = torch_dtype(dtype, device)
+        super().__init__(model, revision, device=device, dtype=dtype_name, **options)
+        self.device = device
+
+
+# --- the registry ---
+
+
+def captioner_names() -> list[str]:
+    """Built-ins first, then the names third-party packages registered."""
+    extra = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)} - set(BUILTIN))
+    return [*BUILTIN, *extra]
+
+
+def load_captioner(name: str) -> type[Captioner]:
+    """The Captioner class registered as NAME (a built-in or an entry point)."""
+    if name in BUILTIN:
+        module, _, attr = BUILTIN[name].partition(":")
+        return getattr(import_module(module), attr)
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
+        try:
+            found = entry_point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not a traceback
+            raise PromptmillError(f"captioner {name!r} ({entry_point.value}) failed to load: {exc}") from exc
+        if not (isinstance(found, type) and issubclass(found, Captioner)):
+            raise PromptmillError(f"captioner {name!r} ({entry_point.value}) is not a Captioner subclass")
+        return found
+    raise KeyError(name)
+
+
+# --- the loop ---
+
+
+def open_rgb(blobs: BlobStore, sha256: str, ext: str):
     """The stored image as RGB; transparent pixels are composited on white."""
     from PIL import Image, ImageOps
 
-    with Image.open(store.blobs.path_for(sha256, ext)) as image:
+    with Image.open(blobs.path_for(sha256, ext)) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
@@ -51,68 +189,86 @@ def open_rgb(store: Store, sha256: str, ext: str):
         return image.convert("RGB")
 
 
-def decoded_batches(store: Store, rows: list[tuple], batch_size: int, prepare: Callable | None = None,
-                    workers: int = 4) -> Iterator[tuple[list[tuple], list]]:
-    """Yield (rows, images) per batch; an image that fails to decode is an Exception in its place.
+def decoded_batches(blobs: BlobStore, items: list[Item], batch_size: int, prepare: Callable | None = None,
+                    workers: int = 4) -> Iterator[tuple[list[Item], list]]:
+    """Yield (items, inputs) per batch; an image that fails to decode is an Exception in its place.
 
-    ROWS are tuples whose 2nd and 3rd items are the image's sha256 and ext. The next
-    batch is decoded while the caller runs the model on this one."""
+    The next batch is decoded while the caller runs the model on this one."""
 
-    def load(row):
+    def load(item: Item):
         try:
-            image = open_rgb(store, row[1], row[2])
+            image = open_rgb(blobs, item.sha256, item.ext)
             return prepare(image) if prepare else image
         except Exception as exc:  # noqa: BLE001 - recorded per image by the caller
             return exc
 
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        ahead = [pool.submit(load, row) for row in batches[0]] if batches else []
+        ahead = [pool.submit(load, item) for item in batches[0]] if batches else []
         for index, batch in enumerate(batches):
             current = ahead
-            ahead = [pool.submit(load, row) for row in batches[index + 1]] if index + 1 < len(batches) else []
+            ahead = [pool.submit(load, item) for item in batches[index + 1]] if index + 1 < len(batches) else []
             yield batch, [future.result() for future in current]
 
 
-def split_readable(rows: list[tuple], images: list) -> tuple[list[tuple], list, list[tuple[tuple, Exception]]]:
-    good = [(row, image) for row, image in zip(rows, images) if not isinstance(image, Exception)]
-    bad = [(row, image) for row, image in zip(rows, images) if isinstance(image, Exception)]
-    return [row for row, _ in good], [image for _, image in good], bad
+def caption_batch(captioner: Captioner, items: list[Item], inputs: list) -> list[dict]:
+    """The model side: one plain result row per item (a caption, a score or the decode error)."""
+    good = [(item, value) for item, value in zip(items, inputs) if not isinstance(value, Exception)]
+    outputs = iter(captioner.caption([item for item, _ in good], [value for _, value in good]) if good else [])
+    params = json.dumps(captioner.row_params(), sort_keys=True)
+    rows = []
+    for item, value in zip(items, inputs):
+        row = {"image_id": item.image_id, "prompt_id": item.prompt_id, "text": None, "tags": None, "score": None,
+               "params": params, "error": None}
+        if isinstance(value, Exception):
+            row["error"] = f"{type(value).__name__}: {value}"
+        else:
+            output = next(outputs)
+            if isinstance(output, Score):
+                row["score"] = float(output.value)
+            else:
+                row["text"], row["tags"] = output.text, [list(tag) for tag in output.tags]
+        rows.append(row)
+    return rows
 
 
-def record_unreadable(conn, run: Run, kind: str, bad: Iterable[tuple[tuple, Exception]]):
-    """An image the captioner could not open: one item_errors row per image and captioner."""
-    for row, exc in bad:
-        reason = f"{kind}: unreadable image"
-        locator = f"image:{row[0]}"
-        exists = conn.execute("SELECT 1 FROM item_errors WHERE source_id IS NULL AND locator = ? AND reason = ?",
-                              (locator, reason)).fetchone()
-        if not exists:
-            conn.execute("INSERT INTO item_errors (position, locator, reason, detail, run_id) VALUES (?, ?, ?, ?, ?)",
-                         (row[0], locator, reason, f"{type(exc).__name__}: {exc}"[:500], run.id))
-        run.add("images unreadable")
+def save_results(conn, run: Run, captioner: Captioner, rows: list[dict]) -> None:
+    """The database side: write result rows under their natural keys (inside the caller's transaction)."""
+    phash = captioner.params_hash
+    for row in rows:
+        image_id = row["image_id"]
+        if row["error"] is not None:
+            save.save_item_error(conn, run, f"{captioner.name}: unreadable image", position=image_id,
+                                 locator=f"image:{image_id}", detail=row["error"])
+            run.add("images unreadable")
+        elif row["score"] is not None:
+            key = f"{captioner.kind}:{image_id}:{row['prompt_id']}:{phash}"
+            added = save.save_score(conn, run, image_id, captioner.kind, round(row["score"], 6), natural_key=key,
+                                    prompt_id=row["prompt_id"], model=captioner.model, params_hash=phash)
+            run.add("scores added" if added else "scores already there")
+        else:
+            caption_id = save.save_caption(conn, run, image_id, captioner.kind, row["text"],
+                                           natural_key=save.caption_key(captioner.kind, image_id, phash),
+                                           model=captioner.model, params=row["params"], params_hash=phash)
+            if caption_id is None:
+                run.add("captions already there")
+                continue
+            run.add("captions added")
+            tags = [tuple(tag) for tag in row["tags"] or ()]
+            if tags:
+                run.add("tags added", save.save_tags(conn, caption_id, tags))
 
 
-def insert_caption(conn, run: Run, image_id: int, kind: str, text: str, model: str, params_json: str,
-                   hash_: str) -> int | None:
-    """Insert a caption under its natural key; return its id, or None when it was already there."""
-    before = conn.total_changes
-    cursor = conn.execute(
-        "INSERT INTO captions (image_id, kind, text, model, params, params_hash, natural_key, created_at, run_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?) ON CONFLICT (natural_key) DO NOTHING",
-        (image_id, kind, text, model, params_json, hash_, f"{kind}:{image_id}:{hash_}", run.id))
-    if conn.total_changes == before:
-        run.add("captions already there")
-        return None
-    run.add("captions added")
-    return cursor.lastrowid
-
-
-def uncaptioned_images(store: Store, kind: str, hash_: str, limit: int | None = None) -> list[tuple]:
-    """(id, sha256, ext) of kept images without a KIND caption for these parameters."""
-    from promptmill.core.state import kept_images
-
-    done = {row[0] for row in store.execute("SELECT image_id FROM captions WHERE kind = ? AND params_hash = ?",
-                                            (kind, hash_))}
-    rows = [row for row in kept_images(store) if row[0] not in done]
-    return rows[:limit] if limit else rows
+def caption_images(store: Store, run: Run, captioner: Captioner, batch_size: int, limit: int | None = None,
+                   decode_workers: int = 4) -> None:
+    """Caption what is still missing, in process: load once, decode ahead, one transaction per batch."""
+    items = captioner.pending(store, limit)
+    if items:
+        captioner.load()
+        with bar(len(items), desc=captioner.name, unit="img") as progress:
+            for batch, inputs in decoded_batches(store.blobs, items, batch_size, captioner.prepare, decode_workers):
+                rows = caption_batch(captioner, batch, inputs)
+                with store.transaction() as conn:
+                    save_results(conn, run, captioner, rows)
+                progress.update(len(batch))
+    captioner.finish(store, run)

@@ -2,174 +2,52 @@
 
 import click
 
+from promptmill.caption.base import Captioner, captioner_names, load_captioner
 from promptmill.cli import StepGroup, db_option, step_run
 
 STEP = "06_caption"
 
 
-@click.group(cls=StepGroup)
+class CaptionGroup(StepGroup):
+    """The step's own commands plus one per registered captioner (built-in or from an entry point)."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *captioner_names()})
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None or name not in captioner_names():
+            return command
+        return captioner_command(load_captioner(name))
+
+
+@click.group(cls=CaptionGroup)
 def cli():
     """Caption, tag and score images; edit captions with history."""
 
 
-# --- local models: blip, wd14, clipscore ---
+def captioner_command(captioner_class: type[Captioner]) -> click.Command:
+    """`caption NAME`: the shared options, the captioner's own, and the generic loop."""
 
+    def command(db_path, model, revision, batch_size, limit, **options):
+        from promptmill.caption.base import caption_images
 
-def _local_model_options(default_model: str):
-    def decorate(f):
-        f = click.option("--limit", default=None, type=click.IntRange(1), help="At most this many images.")(f)
-        f = click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))(f)
-        f = click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")(f)
-        return click.option("--model", default=default_model, show_default=True,
-                            help="Hub id or local folder.")(f)
-    return decorate
+        captioner = captioner_class(model, revision, **options)
+        params = {**captioner.settings(), "params_hash": captioner.params_hash, **captioner.run_params(),
+                  "batch_size": batch_size, "limit": limit}
+        with step_run(db_path, STEP, captioner_class.name, params) as (store, run):
+            caption_images(store, run, captioner, batch_size, limit)
 
-
-def _torch_options(f):
-    f = click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), default="auto",
-                     show_default=True, help="auto: fp16 on CUDA, fp32 on CPU.")(f)
-    return click.option("--device", default="auto", show_default=True, help="auto: cuda when there, else cpu.")(f)
-
-
-@cli.command()
-@db_option
-@_local_model_options("Salesforce/blip-image-captioning-large")
-@_torch_options
-@click.option("--num-beams", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--min-length", default=5, show_default=True, type=click.IntRange(0), help="In tokens.")
-@click.option("--max-length", default=40, show_default=True, type=click.IntRange(1), help="In tokens.")
-@click.option("--prefix", default=None, help="Text the caption continues (e.g. 'a photograph of').")
-def blip(db_path, model, revision, batch_size, limit, device, dtype, num_beams, min_length, max_length, prefix):
-    """Caption kept images with BLIP (batched beam search); kind 'blip'."""
-    import json
-
-    from promptmill.caption import base as caption_local
-    from promptmill.caption import blip as caption_blip
-    from promptmill.cli import BadInput
-    from promptmill.core.progress import bar
-
-    if min_length > max_length:
-        raise BadInput("--min-length is larger than --max-length")
-    device = caption_local.pick_device(device)
-    dtype_name, torch_dtype = caption_local.torch_dtype(dtype, device)
-    settings = {"model": model, "revision": revision, "num_beams": num_beams, "min_length": min_length,
-                "max_length": max_length, "prefix": prefix or None, "dtype": dtype_name}
-    hash_ = caption_local.params_hash(settings)
-    settings_json = json.dumps(settings, sort_keys=True)
-    params = {**settings, "params_hash": hash_, "batch_size": batch_size, "limit": limit, "device": device}
-    with step_run(db_path, STEP, "blip", params) as (store, run):
-        rows = caption_local.uncaptioned_images(store, "blip", hash_, limit)
-        if not rows:
-            return
-        captioner, processor = caption_blip.load_blip(model, revision, device, torch_dtype)
-        with bar(len(rows), desc="blip", unit="img") as progress:
-            for batch, images in caption_local.decoded_batches(store, rows, batch_size):
-                good, pictures, bad = caption_local.split_readable(batch, images)
-                texts = caption_blip.caption_batch(captioner, processor, pictures, prefix, num_beams, min_length,
-                                                   max_length) if pictures else []
-                with store.transaction() as conn:
-                    caption_local.record_unreadable(conn, run, "blip", bad)
-                    for row, text in zip(good, texts):
-                        caption_local.insert_caption(conn, run, row[0], "blip", text, model, settings_json, hash_)
-                progress.update(len(batch))
-
-
-@cli.command()
-@db_option
-@_local_model_options("SmilingWolf/wd-swinv2-tagger-v3")
-@click.option("--general", default=0.35, show_default=True, type=click.FloatRange(0, 1),
-              help="Threshold for general tags.")
-@click.option("--character", default=0.85, show_default=True, type=click.FloatRange(0, 1),
-              help="Threshold for character tags.")
-@click.option("--blacklist", default="", metavar="A,B", help="Tags never to keep (comma-separated).")
-@click.option("--max-tags", default=None, type=click.IntRange(1), help="Keep at most this many tags.")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
-              help="onnxruntime CPU threads (0: its default).")
-def wd14(db_path, model, revision, batch_size, limit, general, character, blacklist, max_tags, threads):
-    """Tag kept images with a WD14 ONNX tagger; kind 'wd14', tags with scores and categories."""
-    import json
-
-    from promptmill.caption import base as caption_local
-    from promptmill.caption import wd14 as caption_wd14
-    from promptmill.core.progress import bar
-
-    blocked = frozenset(caption_wd14.display_name(t.strip()) for t in blacklist.split(",") if t.strip())
-    thresholds = caption_wd14.Thresholds(general, character, blocked, max_tags)
-    settings = {"model": model, "revision": revision, "general": general, "character": character,
-                "blacklist": sorted(blocked), "max_tags": max_tags}
-    hash_ = caption_local.params_hash(settings)
-    params = {**settings, "params_hash": hash_, "batch_size": batch_size, "limit": limit}
-    with step_run(db_path, STEP, "wd14", params) as (store, run):
-        rows = caption_local.uncaptioned_images(store, "wd14", hash_, limit)
-        if not rows:
-            return
-        tagger = caption_wd14.load_tagger(model, revision, threads)
-        note = "" if tagger.provider == "CUDAExecutionProvider" else \
-            " (no CUDA provider: install onnxruntime-gpu for the GPU)"
-        click.echo(f"06_caption wd14: onnxruntime runs on {tagger.provider}{note}", err=True)
-        settings_json = json.dumps({**settings, "provider": tagger.provider}, sort_keys=True)
-        prepare = lambda image: caption_wd14.prepare(image, tagger.size)  # noqa: E731
-        with bar(len(rows), desc="wd14", unit="img") as progress:
-            for batch, arrays in caption_local.decoded_batches(store, rows, batch_size, prepare):
-                good, ready, bad = caption_local.split_readable(batch, arrays)
-                scores = caption_wd14.predict(tagger, ready) if ready else []
-                with store.transaction() as conn:
-                    caption_local.record_unreadable(conn, run, "wd14", bad)
-                    for row, image_scores in zip(good, scores):
-                        tags, ratings = caption_wd14.select_tags(tagger, image_scores, thresholds)
-                        caption_id = caption_local.insert_caption(
-                            conn, run, row[0], "wd14", ", ".join(t[0] for t in tags), model, settings_json, hash_)
-                        if caption_id is None:
-                            continue
-                        conn.executemany(
-                            "INSERT INTO tags (caption_id, tag, score, category, position) VALUES (?, ?, ?, ?, ?) "
-                            "ON CONFLICT DO NOTHING",
-                            [(caption_id, name, round(score, 5), category, i)
-                             for i, (name, score, category) in enumerate(tags)]
-                            + [(caption_id, name, round(score, 5), "rating", None) for name, score in ratings])
-                        run.add("tags added", len(tags))
-                progress.update(len(batch))
-
-
-@cli.command()
-@db_option
-@_local_model_options("openai/clip-vit-large-patch14")
-@_torch_options
-@click.option("--min-score", default=None, type=float,
-              help="Record a 'score' drop decision for images below this cosine (e.g. 0.3 with "
-                   "laion/CLIP-ViT-H-14).")
-def clipscore(db_path, model, revision, batch_size, limit, device, dtype, min_score):
-    """Score generated images against their prompts (CLIP cosine); kind 'clip' in scores."""
-    from promptmill.caption import base as caption_local
-    from promptmill.caption import clipscore as clip_scoring
-    from promptmill.core.progress import bar
-
-    device = caption_local.pick_device(device)
-    dtype_name, torch_dtype = caption_local.torch_dtype(dtype, device)
-    settings = {"model": model, "revision": revision, "dtype": dtype_name}
-    hash_ = caption_local.params_hash(settings)
-    params = {**settings, "params_hash": hash_, "batch_size": batch_size, "limit": limit, "device": device,
-              "min_score": min_score}
-    with step_run(db_path, STEP, "clipscore", params) as (store, run):
-        rows = clip_scoring.unscored_generations(store, hash_, limit)
-        if rows:
-            clip, processor = clip_scoring.load_clip(model, revision, device, torch_dtype)
-            with bar(len(rows), desc="clipscore", unit="img") as progress:
-                for batch, images in caption_local.decoded_batches(store, rows, batch_size):
-                    good, pictures, bad = caption_local.split_readable(batch, images)
-                    values = clip_scoring.score_batch(clip, processor, pictures, [r[4] for r in good]) if good else []
-                    with store.transaction() as conn:
-                        caption_local.record_unreadable(conn, run, "clipscore", bad)
-                        before = conn.total_changes
-                        conn.executemany(
-                            "INSERT INTO scores (image_id, prompt_id, kind, value, model, params_hash, natural_key, "
-                            "run_id) VALUES (?, ?, 'clip', ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-                            [(row[0], row[3], round(value, 6), model, hash_, f"clip:{row[0]}:{row[3]}:{hash_}",
-                              run.id) for row, value in zip(good, values)])
-                        run.add("scores added", conn.total_changes - before)
-                    progress.update(len(batch))
-        if min_score is not None:
-            run.add("images dropped", clip_scoring.drop_below(store, run, hash_, min_score))
+    for option in reversed(captioner_class.cli_options):
+        command = option(command)
+    command = click.option("--limit", default=None, type=click.IntRange(1), help="At most this many images.")(command)
+    command = click.option("--batch-size", default=captioner_class.default_batch_size, show_default=True,
+                           type=click.IntRange(1))(command)
+    command = click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")(command)
+    command = click.option("--model", default=captioner_class.default_model, show_default=True,
+                           help="Hub id or local folder.")(command)
+    command = db_option(command)
+    return click.command(captioner_class.name, help=captioner_class.__doc__)(command)
 
 
 # --- API captioners: gemini, vlm ---

@@ -7,9 +7,40 @@ CLIP-ViT-H-14 with 0.3 is a common noise filter; ViT-L/14 scores run lower.
 
 from __future__ import annotations
 
+import click
+
+from promptmill.caption.base import Item, Score, TorchCaptioner
+from promptmill.core import save
 from promptmill.core.store import Store
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
+
+
+class ClipScorer(TorchCaptioner):
+    """Score generated images against their prompts (CLIP cosine); kind 'clip' in scores."""
+
+    name, kind = "clipscore", "clip"
+    default_model = DEFAULT_MODEL
+    cli_options = (
+        *TorchCaptioner.cli_options,
+        click.option("--min-score", default=None, type=float,
+                     help="Record a 'score' drop decision for images below this cosine (e.g. 0.3 with "
+                          "laion/CLIP-ViT-H-14)."),
+    )
+    unhashed = ("device", "min_score")
+
+    def load(self):
+        self.clip, self.processor = load_clip(self.model, self.revision, self.device, self.torch_dtype)
+
+    def caption(self, items, images):
+        return [Score(value) for value in score_batch(self.clip, self.processor, images, [i.prompt for i in items])]
+
+    def pending(self, store, limit=None):
+        return [Item(*row) for row in unscored_generations(store, self.params_hash, limit)]
+
+    def finish(self, store, run):
+        if self.options["min_score"] is not None:
+            run.add("images dropped", drop_below(store, run, self.params_hash, self.options["min_score"]))
 
 
 def load_clip(model: str, revision: str | None, device: str, dtype):
@@ -60,13 +91,10 @@ def unscored_generations(store: Store, hash_: str, limit: int | None = None) -> 
 
 def drop_below(store: Store, run, hash_: str, min_score: float) -> int:
     """A 'score' drop decision for every image whose CLIP score (these parameters) is below MIN_SCORE."""
+    below = store.execute("SELECT image_id, min(value) FROM scores WHERE kind = 'clip' AND params_hash = ? "
+                          "GROUP BY image_id HAVING min(value) < ?", (hash_, min_score)).fetchall()
+    decisions = [{"item_type": "image", "item_id": image_id, "stage": "score", "verdict": "drop",
+                  "scope": f"clipscore<{min_score:g}:{hash_}", "rule": "clipscore",
+                  "reason": f"CLIP score {value:.4f} < {min_score:g}", "score": value} for image_id, value in below]
     with store.transaction() as conn:
-        before = conn.total_changes
-        conn.execute(
-            "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, run_id) "
-            "SELECT 'image', image_id, 'score', 'drop', ?, 'clipscore', "
-            "printf('CLIP score %.4f < %g', min(value), ?), min(value), ? "
-            "FROM scores WHERE kind = 'clip' AND params_hash = ? GROUP BY image_id HAVING min(value) < ? "
-            "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING",
-            (f"clipscore<{min_score:g}:{hash_}", min_score, run.id, hash_, min_score))
-        return conn.total_changes - before
+        return save.save_decisions(conn, run, decisions)

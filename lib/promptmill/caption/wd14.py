@@ -13,6 +13,10 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
+from promptmill.caption.base import Caption, Captioner
+
 DEFAULT_MODEL = "SmilingWolf/wd-swinv2-tagger-v3"
 CATEGORY_NAMES = {0: "general", 4: "character", 9: "rating"}
 # Tags whose underscores are part of the face, so they stay as they are.
@@ -36,6 +40,53 @@ class Thresholds:
     character: float = 0.85
     blacklist: frozenset = frozenset()
     max_tags: int | None = None
+
+
+class WD14Captioner(Captioner):
+    """Tag kept images with a WD14 ONNX tagger; kind 'wd14', tags with scores and categories."""
+
+    name = kind = "wd14"
+    default_model = DEFAULT_MODEL
+    cli_options = (
+        click.option("--general", default=0.35, show_default=True, type=click.FloatRange(0, 1),
+                     help="Threshold for general tags."),
+        click.option("--character", default=0.85, show_default=True, type=click.FloatRange(0, 1),
+                     help="Threshold for character tags."),
+        click.option("--blacklist", default="", metavar="A,B", help="Tags never to keep (comma-separated)."),
+        click.option("--max-tags", default=None, type=click.IntRange(1), help="Keep at most this many tags."),
+        click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
+                     help="onnxruntime CPU threads (0: its default)."),
+    )
+    unhashed = ("threads",)
+
+    def __init__(self, model: str, revision: str | None = None, *, general: float = 0.35, character: float = 0.85,
+                 blacklist: str = "", max_tags: int | None = None, threads: int = 0):
+        blocked = sorted({display_name(t.strip()) for t in blacklist.split(",") if t.strip()})
+        super().__init__(model, revision, general=general, character=character, blacklist=blocked,
+                         max_tags=max_tags, threads=threads)
+        self.thresholds = Thresholds(general, character, frozenset(blocked), max_tags)
+
+    def load(self):
+        self.tagger = load_tagger(self.model, self.revision, self.options["threads"])
+        note = "" if self.tagger.provider == "CUDAExecutionProvider" else \
+            " (no CUDA provider: install onnxruntime-gpu for the GPU)"
+        click.echo(f"06_caption wd14: onnxruntime runs on {self.tagger.provider}{note}", err=True)
+
+    def row_params(self):
+        return {**self.settings(), "provider": self.tagger.provider}
+
+    def prepare(self, image):
+        return prepare(image, self.tagger.size)
+
+    def caption(self, items, arrays):
+        results = []
+        for image_scores in predict(self.tagger, arrays):
+            tags, ratings = select_tags(self.tagger, image_scores, self.thresholds)
+            results.append(Caption(", ".join(t[0] for t in tags),
+                                   tuple((name, round(score, 5), category, i)
+                                         for i, (name, score, category) in enumerate(tags))
+                                   + tuple((name, round(score, 5), "rating", None) for name, score in ratings)))
+        return results
 
 
 def display_name(name: str) -> str:

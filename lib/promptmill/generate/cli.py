@@ -50,11 +50,12 @@ def diffusers(db_path, model, revision, scheduler, steps, guidance, width, heigh
               batch_size, images_per_prompt, limit, device, compile_unet, channels_last, encode_workers):
     """Generate the images kept prompts still lack for this model and these parameters."""
     from promptmill.core.progress import bar
+    from promptmill.engine.devices import pick_device, torch_dtype
     from promptmill.generate import diffusion as generate
 
     shard = generate.Shard.from_env()
-    device = generate.pick_device(device, shard)
-    dtype_name, torch_dtype = generate.torch_dtype(dtype, device)
+    device = pick_device(device, shard.local_index)
+    dtype_name, torch_dtype = torch_dtype(dtype, device)
     pipe = generate.load_pipeline(model, revision, scheduler, torch_dtype, device, compile_unet, channels_last)
     native = generate.default_size(pipe)
     settings = generate.Settings(

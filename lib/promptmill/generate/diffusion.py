@@ -14,7 +14,6 @@ thread pool while the next batch runs. One writer thread commits batches in orde
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from promptmill.core import save
 from promptmill.core.errors import BadInput
 from promptmill.core.images import probe_image
 from promptmill.core.runs import Run
@@ -35,7 +35,6 @@ from promptmill.generate.seeds import SEED_RULE, image_seed
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2"
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 9.0
-DTYPES = ("auto", "fp16", "bf16", "fp32")
 SCHEDULER_ALIASES = {
     "ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler",
     "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",
@@ -60,8 +59,7 @@ class Settings:
     seed: int
 
     def params_hash(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return save.params_hash(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -85,25 +83,6 @@ class Shard:
         """Set by `accelerate launch` / torchrun: RANK, WORLD_SIZE, LOCAL_RANK."""
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                    int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def pick_device(requested: str, shard: Shard) -> str:
-    import torch
-
-    if requested == "auto":
-        return f"cuda:{shard.local_index}" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"--device {requested}: CUDA is not available here")
-    return requested
-
-
-def torch_dtype(name: str, device: str):
-    """fp16 on CUDA and fp32 on CPU when 'auto' (CPU half precision is slow or unsupported)."""
-    import torch
-
-    if name == "auto":
-        name = "fp16" if device.startswith("cuda") else "fp32"
-    return name, {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
 def load_pipeline(model: str, revision: str | None, scheduler: str | None, dtype, device: str,
