@@ -16,7 +16,6 @@ import torch
 
 import paths
 from conftest import ROOT, run_script
-from promptmill.core.store import open_store
 from promptmill.generate.seeds import image_seed
 from tiny_models import build_all
 
@@ -92,36 +91,6 @@ def test_same_images_whatever_the_batching_or_sharding(tmp_path, invoke, prompts
         monkeypatch.setenv("WORLD_SIZE", "2")
         invoke("05_generate", "diffusers", "--model", tiny_sd, *TINY, "--batch-size", "1", db=sharded)
     assert generated(whole) == generated(sharded) and len(generated(whole)) == 6
-
-
-def test_merge_folds_node_databases_into_one(tmp_path, invoke, prompts_file, tiny_sd, monkeypatch):
-    main_db = tmp_path / "main" / "p.db"
-    invoke("01_collect", "text", prompts_file, db=main_db)
-    nodes = []
-    for rank in (0, 1):
-        node = tmp_path / f"node{rank}" / "p.db"
-        node.parent.mkdir()
-        with sqlite3.connect(main_db) as source, sqlite3.connect(node) as target:
-            source.backup(target)
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        invoke("05_generate", "diffusers", "--model", tiny_sd, *TINY, db=node)
-        nodes.append(node)
-    monkeypatch.delenv("RANK")
-    monkeypatch.delenv("WORLD_SIZE")
-    invoke("05_generate", "merge", *nodes, db=main_db)
-    invoke("05_generate", "merge", *nodes, db=main_db)
-    merged = generated(main_db)
-    assert len(merged) == 6 and merged == {**generated(nodes[0]), **generated(nodes[1])}
-    store = open_store(main_db)
-    try:
-        assert all(store.blobs.path_for(sha, "png").exists() for sha in merged.values())
-        assert store.count("runs", "step = '05_generate' AND command = 'diffusers'") == 2
-        # Nothing left to do: the merged database knows every image is made.
-        invoke("05_generate", "diffusers", "--model", tiny_sd, *TINY, db=main_db)
-        assert store.count("generations") == 6
-    finally:
-        store.close()
 
 
 @pytest.mark.resilience

@@ -36,6 +36,7 @@ STEPS = {
     "label": "promptmill.label.cli",
     "split": "promptmill.split.cli",
     "upload": "promptmill.release.cli",
+    "ingest": "promptmill.engine.cli",
     "browse": "promptmill.datasette.cli",
 }
 

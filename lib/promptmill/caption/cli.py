@@ -4,6 +4,7 @@ import click
 
 from promptmill.caption.base import Captioner, captioner_names, load_captioner
 from promptmill.cli import StepGroup, db_option, step_run
+from promptmill.engine.base import engine_options
 
 STEP = "06_caption"
 
@@ -29,17 +30,31 @@ def cli():
 def captioner_command(captioner_class: type[Captioner]) -> click.Command:
     """`caption NAME`: the shared options, the captioner's own, and the generic loop."""
 
-    def command(db_path, model, revision, batch_size, limit, **options):
+    def command(db_path, model, revision, batch_size, limit, engine, address, workers, num_gpus_per_worker, shard,
+                out_dir, **options):
         from promptmill.caption.base import caption_images
+        from promptmill.engine.base import check_engine_options
 
+        shard = check_engine_options(engine, shard, out_dir)
         captioner = captioner_class(model, revision, **options)
         params = {**captioner.settings(), "params_hash": captioner.params_hash, **captioner.run_params(),
                   "batch_size": batch_size, "limit": limit}
         with step_run(db_path, STEP, captioner_class.name, params) as (store, run):
-            caption_images(store, run, captioner, batch_size, limit)
+            if engine == "local" and shard is None:
+                caption_images(store, run, captioner, batch_size, limit)
+                return
+            from promptmill.caption import work
+            from promptmill.engine.base import execute
+
+            execute(store, run, work.task(captioner, options, store, batch_size),
+                    work.plan_rows(captioner, store, limit), shard, out_dir,
+                    {"address": address, "workers": workers, "num_gpus_per_worker": num_gpus_per_worker})
+            if shard is None:
+                captioner.finish(store, run)
 
     for option in reversed(captioner_class.cli_options):
         command = option(command)
+    command = engine_options(command)
     command = click.option("--limit", default=None, type=click.IntRange(1), help="At most this many images.")(command)
     command = click.option("--batch-size", default=captioner_class.default_batch_size, show_default=True,
                            type=click.IntRange(1))(command)

@@ -1,14 +1,16 @@
 """05_generate: generate images for kept prompts with diffusers, seeded and resumable.
 
 `diffusers` makes the images that kept prompts still lack for the given model and
-parameters; `merge` folds per-node shard databases back into one. Several GPUs on
-one machine: `accelerate launch steps/05_generate.py diffusers ...` (each rank takes
-the prompts with id % WORLD_SIZE == RANK and writes to the same WAL database).
+parameters. Several GPUs on one machine: `accelerate launch steps/05_generate.py
+diffusers ...` (each rank takes the prompts with id % WORLD_SIZE == RANK and writes
+to the same WAL database). A Ray cluster: `--engine ray`. Machines under a scheduler
+without Ray: `--shard K/N --out-dir DIR` on each, then `promptmill ingest DIR`.
 """
 
 import click
 
-from promptmill.cli import BadInput, StepGroup, db_option, step_run
+from promptmill.cli import StepGroup, db_option, step_run
+from promptmill.engine.base import engine_options
 
 STEP = "05_generate"
 
@@ -46,15 +48,20 @@ def cli():
 @click.option("--channels-last", is_flag=True, help="Channels-last memory format for the UNet and VAE.")
 @click.option("--encode-workers", default=4, show_default=True, type=click.IntRange(1),
               help="Threads that PNG-encode and store images while the next batch runs.")
+@engine_options
 def diffusers(db_path, model, revision, scheduler, steps, guidance, width, height, negative_prompt, dtype, seed,
-              batch_size, images_per_prompt, limit, device, compile_unet, channels_last, encode_workers):
+              batch_size, images_per_prompt, limit, device, compile_unet, channels_last, encode_workers, engine,
+              address, workers, num_gpus_per_worker, shard, out_dir):
     """Generate the images kept prompts still lack for this model and these parameters."""
     from promptmill.core.progress import bar
+    from promptmill.engine.base import check_engine_options
     from promptmill.engine.devices import pick_device, torch_dtype
     from promptmill.generate import diffusion as generate
 
-    shard = generate.Shard.from_env()
-    device = pick_device(device, shard.local_index)
+    plan_shard = check_engine_options(engine, shard, out_dir)
+    requested_device = device
+    rank = generate.Shard.from_env()
+    device = pick_device(device, rank.local_index)
     dtype_name, torch_dtype = torch_dtype(dtype, device)
     pipe = generate.load_pipeline(model, revision, scheduler, torch_dtype, device, compile_unet, channels_last)
     native = generate.default_size(pipe)
@@ -64,12 +71,21 @@ def diffusers(db_path, model, revision, scheduler, steps, guidance, width, heigh
         dtype=dtype_name, seed=seed)
     extra = generate.row_params(pipe, settings, images_per_prompt, batch_size, compile_unet, channels_last)
     params = {**settings.__dict__, "params_hash": settings.params_hash(), "images_per_prompt": images_per_prompt,
-              "batch_size": batch_size, "limit": limit, "device": device, "rank": shard.index,
-              "world_size": shard.count, **extra}
+              "batch_size": batch_size, "limit": limit, "device": device, "rank": rank.index,
+              "world_size": rank.count, **extra}
     with step_run(db_path, STEP, "diffusers", params) as (store, run):
-        jobs = generate.pending_jobs(store, settings, images_per_prompt, shard, limit)
-        click.echo(f"05_generate: {len(jobs):,} images to make on {device} ({dtype_name}, rank {shard.index}/"
-                   f"{shard.count}, params {settings.params_hash()})", err=True)
+        jobs = generate.pending_jobs(store, settings, images_per_prompt, rank, limit)
+        if engine == "ray" or plan_shard is not None:
+            from promptmill.engine.base import execute
+            from promptmill.generate import work
+
+            del pipe  # the workers load their own
+            task = work.task(settings, extra, requested_device, compile_unet, channels_last, store.blobs, batch_size)
+            execute(store, run, task, work.plan_rows(jobs), plan_shard, out_dir,
+                    {"address": address, "workers": workers, "num_gpus_per_worker": num_gpus_per_worker})
+            return
+        click.echo(f"05_generate: {len(jobs):,} images to make on {device} ({dtype_name}, rank {rank.index}/"
+                   f"{rank.count}, params {settings.params_hash()})", err=True)
         with bar(len(jobs), desc="generate", unit="img") as progress:
             writer = generate.ImageWriter(store, run, settings, extra, generate.device_label(device), progress,
                                           encode_workers=encode_workers)
@@ -77,21 +93,3 @@ def diffusers(db_path, model, revision, scheduler, steps, guidance, width, heigh
                 generate.generate_images(pipe, jobs, settings, batch_size, writer)
             finally:
                 writer.close()
-
-
-@cli.command()
-@db_option
-@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def merge(db_path, shards):
-    """Fold SHARDS (per-node copies of this database, with their blobs) into this database."""
-    from pathlib import Path
-
-    from promptmill.generate import diffusion as generate
-
-    if any(Path(shard).resolve() == Path(db_path).resolve() for shard in shards):
-        raise BadInput("a shard cannot be the database it is merged into")
-    with step_run(db_path, STEP, "merge", {"shards": list(shards)}) as (store, run):
-        for shard in shards:
-            generate.merge_shard(store, run, shard)
-            run.add("shards merged")
-

@@ -29,7 +29,7 @@ from promptmill.core.errors import BadInput
 from promptmill.core.images import probe_image
 from promptmill.core.runs import Run
 from promptmill.core.state import kept_prompts
-from promptmill.core.store import Store
+from promptmill.core.store import BlobStore, Store
 from promptmill.generate.seeds import SEED_RULE, image_seed
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2"
@@ -159,7 +159,7 @@ def pending_jobs(store: Store, settings: Settings, images_per_prompt: int, shard
     return jobs
 
 
-def encode_and_store(store: Store, pixels) -> tuple[str, object]:
+def encode_and_store(blobs: BlobStore, pixels) -> tuple[str, object]:
     """PNG bytes of one HxWx3 uint8 image into the blob store (runs on a worker thread)."""
     from PIL import Image
 
@@ -167,8 +167,32 @@ def encode_and_store(store: Store, pixels) -> tuple[str, object]:
     Image.fromarray(pixels).save(buffer, format="PNG")
     data = buffer.getvalue()
     probe = probe_image(data, "image.png")
-    sha256, _ = store.blobs.put(data, probe.ext)
+    sha256, _ = blobs.put(data, probe.ext)
     return sha256, probe
+
+
+def save_generation(conn, run: Run, settings: Settings, params_json: str, params_hash: str, device: str,
+                    job: ImageJob, sha256: str, probe, seconds: float) -> None:
+    """The image row (once per sha256) and its generation row (once per prompt, parameter set and index)."""
+    s = settings
+    before = conn.total_changes
+    conn.execute(
+        "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+        (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes, run.id))
+    if conn.total_changes == before:
+        run.add("images already there")
+    image_id = conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha256,)).fetchone()[0]
+    before = conn.total_changes
+    conn.execute(
+        "INSERT INTO generations (prompt_id, image_id, image_index, prompt_text, negative_prompt, "
+        "model, revision, scheduler, seed, steps, guidance, width, height, dtype, device, seconds, "
+        "params, params_hash, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (prompt_id, params_hash, image_index) DO NOTHING",
+        (job.prompt_id, image_id, job.image_index, job.text, s.negative_prompt, s.model, s.revision,
+         s.scheduler, job.seed, s.steps, s.guidance, s.width, s.height, s.dtype, device,
+         round(seconds, 4), params_json, params_hash, run.id))
+    run.add("images generated" if conn.total_changes > before else "generations already there")
 
 
 @dataclass
@@ -197,7 +221,7 @@ class ImageWriter:
         """Hand over a batch (uint8 array N x H x W x 3); returns at once unless the writer lags."""
         if self.error is not None:
             raise self.error
-        futures = [self._encoder.submit(encode_and_store, self.store, pixels[i]) for i in range(len(jobs))]
+        futures = [self._encoder.submit(encode_and_store, self.store.blobs, pixels[i]) for i in range(len(jobs))]
         self._queue.put((jobs, futures, seconds_per_image))
 
     def close(self):
@@ -218,50 +242,35 @@ class ImageWriter:
 
     def _commit(self, jobs: list[ImageJob], futures, seconds: float):
         stored = [future.result() for future in futures]
-        s = self.settings
         with self.store.transaction() as conn:
             for job, (sha256, probe) in zip(jobs, stored):
-                before = conn.total_changes
-                conn.execute(
-                    "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                    (sha256, probe.ext, probe.format, probe.width, probe.height, probe.mode, probe.bytes,
-                     self.run.id))
-                if conn.total_changes == before:
-                    self.run.add("images already there")
-                image_id = conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha256,)).fetchone()[0]
-                before = conn.total_changes
-                conn.execute(
-                    "INSERT INTO generations (prompt_id, image_id, image_index, prompt_text, negative_prompt, "
-                    "model, revision, scheduler, seed, steps, guidance, width, height, dtype, device, seconds, "
-                    "params, params_hash, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (prompt_id, params_hash, image_index) DO NOTHING",
-                    (job.prompt_id, image_id, job.image_index, job.text, s.negative_prompt, s.model, s.revision,
-                     s.scheduler, job.seed, s.steps, s.guidance, s.width, s.height, s.dtype, self.device_name,
-                     round(seconds, 4), self._params_json, self._params_hash, self.run.id))
-                self.run.add("images generated" if conn.total_changes > before else "generations already there")
+                save_generation(conn, self.run, self.settings, self._params_json, self._params_hash,
+                                self.device_name, job, sha256, probe, seconds)
         if self.progress is not None:
             self.progress.update(len(jobs))
 
 
 def generate_images(pipe, jobs: list[ImageJob], settings: Settings, batch_size: int, writer: ImageWriter):
     """Run the pipeline over JOBS in fixed-order batches; hand each batch to WRITER."""
-    import torch
-
-    base_kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.guidance,
-                   "width": settings.width, "height": settings.height, "output_type": "pt"}
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start:start + batch_size]
-        kwargs = dict(base_kwargs)
-        if settings.negative_prompt:
-            kwargs["negative_prompt"] = [settings.negative_prompt] * len(batch)
         started = time.perf_counter()
-        with torch.inference_mode():
-            images = pipe(prompt=[job.text for job in batch],
-                          generator=[torch.Generator("cpu").manual_seed(job.seed) for job in batch],
-                          **kwargs).images
-            pixels = images.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        pixels = generate_batch(pipe, batch, settings)
         writer.submit(batch, pixels, (time.perf_counter() - started) / len(batch))
+
+
+def generate_batch(pipe, batch: list[ImageJob], settings: Settings):
+    """One pipeline call with each image's own seeded generator; uint8 pixels (N x H x W x 3)."""
+    import torch
+
+    kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.guidance,
+              "width": settings.width, "height": settings.height, "output_type": "pt"}
+    if settings.negative_prompt:
+        kwargs["negative_prompt"] = [settings.negative_prompt] * len(batch)
+    with torch.inference_mode():
+        images = pipe(prompt=[job.text for job in batch],
+                      generator=[torch.Generator("cpu").manual_seed(job.seed) for job in batch], **kwargs).images
+        return images.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def row_params(pipe, settings: Settings, images_per_prompt: int, batch_size: int, compiled: bool,
@@ -283,68 +292,3 @@ def device_label(device: str) -> str:
     if device.startswith("cuda"):
         return f"{device} {torch.cuda.get_device_name(torch.device(device))}"
     return device
-
-
-def merge_shard(store: Store, run: Run, shard_path: str) -> None:
-    """Copy a shard database's generated images and generations into STORE (idempotent).
-
-    The shard must be a copy of this database taken before generating, so prompt ids
-    agree. Its runs are copied too (as new rows), so each generation keeps its run."""
-    import shutil
-    from pathlib import Path
-
-    from promptmill.core.store import open_store
-
-    shard = open_store(shard_path)
-    try:
-        run_ids = {}
-        for row in shard.query("SELECT * FROM runs WHERE id IN (SELECT DISTINCT run_id FROM generations)"):
-            with store.transaction():
-                existing = store.scalar(
-                    "SELECT id FROM runs WHERE host = ? AND pid = ? AND started_at = ? AND step = ?",
-                    (row["host"], row["pid"], row["started_at"], row["step"]))
-                if existing is None:
-                    columns = [c for c in row if c != "id"]
-                    existing = store.execute(
-                        f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                        [row[c] for c in columns]).lastrowid
-            run_ids[row["id"]] = existing
-        rows = shard.query("SELECT g.*, i.sha256, i.ext, i.format, i.width AS i_width, i.height AS i_height, "
-                           "i.mode, i.bytes FROM generations g JOIN images i ON i.id = g.image_id ORDER BY g.id")
-        for start in range(0, len(rows), 500):
-            with store.transaction() as conn:
-                for row in rows[start:start + 500]:
-                    if conn.execute("SELECT 1 FROM prompts WHERE id = ?", (row["prompt_id"],)).fetchone() is None:
-                        run.add("generations skipped (prompt not in this database)")
-                        continue
-                    source = shard.blobs.path_for(row["sha256"], row["ext"])
-                    target = store.blobs.path_for(row["sha256"], row["ext"])
-                    if not target.exists():
-                        if not source.exists():
-                            run.add("images missing in shard")
-                            continue
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = Path(f"{target}.tmp-merge")
-                        shutil.copyfile(source, tmp)
-                        os.replace(tmp, target)
-                    conn.execute(
-                        "INSERT INTO images (sha256, ext, format, width, height, mode, bytes, run_id) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                        (row["sha256"], row["ext"], row["format"], row["i_width"], row["i_height"], row["mode"],
-                         row["bytes"], run.id))
-                    image_id = conn.execute("SELECT id FROM images WHERE sha256 = ?", (row["sha256"],)).fetchone()[0]
-                    before = conn.total_changes
-                    conn.execute(
-                        "INSERT INTO generations (prompt_id, image_id, image_index, prompt_text, negative_prompt, "
-                        "model, revision, scheduler, seed, steps, guidance, width, height, dtype, device, "
-                        "seconds, params, params_hash, run_id) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (prompt_id, params_hash, image_index) DO NOTHING",
-                        (row["prompt_id"], image_id, row["image_index"], row["prompt_text"],
-                         row["negative_prompt"], row["model"], row["revision"], row["scheduler"], row["seed"],
-                         row["steps"], row["guidance"], row["width"], row["height"], row["dtype"],
-                         row["device"], row["seconds"], row["params"], row["params_hash"],
-                         run_ids[row["run_id"]]))
-                    run.add("generations merged" if conn.total_changes > before else "generations already there")
-    finally:
-        shard.close()
