@@ -106,7 +106,8 @@ def plan_work(store: Store, run: Run, task: Task, rows: list[dict], shard_count:
         target = store.path.parent / relative
         if not target.exists():
             tmp = target.with_suffix(".tmp")
-            pq.write_table(pa.Table.from_pylist(part) if part else pa.table({"key": pa.array([], pa.int64())}), tmp)
+            table = pa.Table.from_pylist(part) if part else pa.table({"key": pa.array([], pa.int64())})
+            pq.write_table(table, tmp)
             os.replace(tmp, target)
         records.append((plan_id, index, count, task.step, task.command, task.params_hash,
                         part[0]["key"] if part else None, part[-1]["key"] if part else None, len(part),

@@ -77,7 +77,9 @@ def run_ray(store: Store, run: Run, task: Task, plan: Plan, address: str | None 
     for shard in shards:
         first = store.scalar("SELECT first_key FROM work_shards WHERE id = ?", (shard.id,))
         shard_of.update({key: shard.index for key in range(first, first + shard.items)})
-    dataset = ray.data.read_parquet([str(shard.path) for shard in shards]).map_batches(
+    # One block per batch, so results stream back (and are committed) batch by batch.
+    blocks = -(-sum(remaining.values()) // task.batch_size)
+    dataset = ray.data.read_parquet([str(shard.path) for shard in shards]).repartition(blocks).map_batches(
         RayWorker, fn_constructor_kwargs={"task": asdict(task)}, batch_size=task.batch_size,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus or None)
     with bar(sum(remaining.values()), desc=f"{task.command} (ray)", unit="item") as progress:

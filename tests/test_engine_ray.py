@@ -1,0 +1,107 @@
+"""--engine ray on one local Ray (4 CPUs, no GPU): the same rows as --engine local, and a killed driver resumes.
+
+Every test here shares one Ray started once for the session; the file runs on one
+xdist worker (loadfile, and the 'ray' group for loadgroup)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import paths
+from conftest import ROOT
+from tiny_models import build_all
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+torch.set_num_threads(1)
+TINY_SD = ["--steps", "2", "--width", "32", "--height", "32"]
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    # num_cpus above the real cores: with 2, an actor pool and the read tasks wait on each other.
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    return build_all(tmp_path_factory.getbasetemp() / "tiny-models", ["tiny-sd", "tiny-wd14", "tiny-clip"])
+
+
+def prompts(tmp_path, count, name="openprompts.txt"):
+    lines = (ROOT / "examples" / "prompts" / name).read_text(encoding="utf-8").splitlines()[:count]
+    path = tmp_path / f"prompts-{count}.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def rows(db, sql) -> set[tuple]:
+    with sqlite3.connect(db) as conn:
+        return set(conn.execute(sql))
+
+
+GENERATED = ("SELECT g.prompt_id, g.image_index, i.sha256, g.seed, g.params_hash, g.device FROM generations g "
+             "JOIN images i ON i.id = g.image_id")
+CAPTIONS = ("SELECT c.image_id, c.kind, c.text, c.params_hash, c.params, group_concat(t.tag || '=' || t.score, ';') "
+            "FROM captions c LEFT JOIN tags t ON t.caption_id = c.id GROUP BY c.id")
+SCORES = "SELECT image_id, prompt_id, kind, value, params_hash, natural_key FROM scores"
+
+
+def test_generate_tag_and_score_on_ray_equal_local(tmp_path, invoke, models, ray_address):
+    local, on_ray = tmp_path / "local" / "p.db", tmp_path / "ray" / "p.db"
+    source = prompts(tmp_path, 6)
+    for db in (local, on_ray):
+        invoke("01_collect", "text", source, db=db)
+    invoke("05_generate", "diffusers", "--model", models["tiny-sd"], *TINY_SD, "--batch-size", "2", db=local)
+    result = invoke("05_generate", "diffusers", "--model", models["tiny-sd"], *TINY_SD, "--batch-size", "2",
+                    "--engine", "ray", "--workers", "2", db=on_ray)
+    assert "images generated 6" in result.output and "shards done 1" in result.output
+    assert rows(on_ray, GENERATED) == rows(local, GENERATED) and len(rows(local, GENERATED)) == 6
+
+    for command, model, query in (("wd14", "tiny-wd14", CAPTIONS), ("clipscore", "tiny-clip", SCORES)):
+        invoke("06_caption", command, "--model", models[model], "--batch-size", "4", db=local)
+        invoke("06_caption", command, "--model", models[model], "--batch-size", "4", "--engine", "ray", db=on_ray)
+        assert rows(on_ray, query) == rows(local, query) and len(rows(local, query)) == 6
+    with sqlite3.connect(on_ray) as conn:
+        assert conn.execute("SELECT count(*) FROM work_shards").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*), min(engine), max(engine) FROM work_shard_done").fetchone() == (
+            3, "ray", "ray")
+
+
+@pytest.mark.resilience
+def test_driver_killed_mid_run_resumes_to_a_clean_local_run(tmp_path, invoke, models, ray_address):
+    clean, killed = tmp_path / "clean" / "p.db", tmp_path / "killed" / "p.db"
+    source = prompts(tmp_path, 24, "diffusiondb_style.txt")
+    args = ["--model", models["tiny-sd"], "--steps", "40", "--width", "32", "--height", "32", "--batch-size", "2"]
+    for db in (clean, killed):
+        invoke("01_collect", "text", source, db=db)
+    invoke("05_generate", "diffusers", *args, db=clean)
+
+    driver = subprocess.Popen([sys.executable, str(paths.STEPS_DIR / "05_generate.py"), "diffusers", "--db",
+                               str(killed), *map(str, args), "--engine", "ray", "--address", ray_address],
+                              env={**os.environ, "PROMPTMILL_PROGRESS": "0"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(rows(killed, GENERATED)) < 2 and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    partial = len(rows(killed, GENERATED))
+    assert 2 <= partial < 24, "the kill should land mid-run"
+
+    invoke("05_generate", "diffusers", *args, "--engine", "ray", db=killed)
+    assert rows(killed, GENERATED) == rows(clean, GENERATED) and len(rows(clean, GENERATED)) == 24
+    with sqlite3.connect(killed) as conn:
+        statuses = [s for (s,) in conn.execute("SELECT status FROM runs WHERE step = '05_generate' ORDER BY id")]
+        plans = conn.execute("SELECT count(DISTINCT plan_id) FROM work_shards").fetchone()[0]
+    assert statuses == ["interrupted", "ok"] and plans == 2
