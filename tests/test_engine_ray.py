@@ -105,3 +105,27 @@ def test_driver_killed_mid_run_resumes_to_a_clean_local_run(tmp_path, invoke, mo
         statuses = [s for (s,) in conn.execute("SELECT status FROM runs WHERE step = '05_generate' ORDER BY id")]
         plans = conn.execute("SELECT count(DISTINCT plan_id) FROM work_shards").fetchone()[0]
     assert statuses == ["interrupted", "ok"] and plans == 2
+
+
+def test_semantic_dedup_embeds_on_ray_with_the_same_vectors_and_decisions(tmp_path, invoke, ray_address):
+    import numpy as np
+
+    local, on_ray = tmp_path / "local" / "p.db", tmp_path / "ray" / "p.db"
+    source = prompts(tmp_path, 60, "diffusiondb_style.txt")
+    for db in (local, on_ray):
+        invoke("01_collect", "text", source, db=db)
+    invoke("03_dedup", "prompts", "--method", "semantic", "--threshold", "0.8", "--batch-size", "16", db=local)
+    result = invoke("03_dedup", "prompts", "--method", "semantic", "--threshold", "0.8", "--batch-size", "16",
+                    "--engine", "ray", "--workers", "2", db=on_ray)
+    assert "embeddings computed 60" in result.output
+
+    def vectors(db):
+        with sqlite3.connect(db) as conn:
+            return {h: np.frombuffer(v, dtype=np.float32)
+                    for h, v in conn.execute("SELECT text_hash, vector FROM embeddings")}
+
+    here, there = vectors(local), vectors(on_ray)
+    assert here.keys() == there.keys() and len(here) == 60
+    assert max(float(np.abs(here[h] - there[h]).max()) for h in here) < 1e-5
+    decisions = "SELECT item_id, verdict, representative_id FROM decisions WHERE stage = 'dedup'"
+    assert rows(on_ray, decisions) == rows(local, decisions)

@@ -9,6 +9,7 @@ Running again adds nothing; after new items arrive only they are compared.
 import click
 
 from promptmill.cli import BadInput, StepGroup, db_option, step_run
+from promptmill.engine.base import ray_options
 
 STEP = "03_dedup"
 
@@ -94,8 +95,9 @@ def _summarise(run, result):
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Semantic: encoder batch.")
 @click.option("--batch-rows", type=click.IntRange(1), default=20_000, show_default=True,
               help="Decisions written per transaction.")
+@ray_options
 def prompts(db_path, method_list, sources, against, keep, source_priority, features, k, model, threshold,
-            neighbours, batch_size, batch_rows):
+            neighbours, batch_size, batch_rows, engine, address, workers, num_gpus_per_worker):
     """Drop exact and near-duplicate prompts, keeping one per cluster."""
     methods = _methods(method_list, ("exact", "simhash", "semantic"))
     priority = _priority(source_priority)
@@ -137,7 +139,11 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
             else:
                 def find(batch):
                     nonlocal encoder
-                    if encoder is None:
+                    if encoder is None and engine == "ray":
+                        from promptmill.engine.embed import RayEncoder
+
+                        encoder = RayEncoder(model, address, workers, num_gpus_per_worker)
+                    elif encoder is None:
                         encoder = semantic.load_model(model)
                     vectors, computed = semantic.embed(store, batch.texts, model, batch_size, encoder)
                     run.add("embeddings computed", computed)

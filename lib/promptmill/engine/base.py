@@ -246,13 +246,10 @@ def ingest(store: Store, run: Run, folder: Path) -> None:
         run.add("result shards ingested")
 
 
-def engine_options(f):
-    """--engine, Ray's --address/--workers/--num-gpus-per-worker, and --shard/--out-dir for schedulers."""
+def ray_options(f):
+    """--engine and Ray's --address, --workers, --num-gpus-per-worker."""
     import click
 
-    f = click.option("--out-dir", type=click.Path(file_okay=False), help="With --shard: where result shards go.")(f)
-    f = click.option("--shard", metavar="K/N", help="Run shard K of N of the plan and write results to --out-dir "
-                     "(fold them in with `promptmill ingest DIR`).")(f)
     f = click.option("--num-gpus-per-worker", default=None, type=click.FloatRange(0),
                      help="Ray: GPUs per actor (default 1 when the cluster has GPUs, else 0).")(f)
     f = click.option("--workers", default=None, type=click.IntRange(1),
@@ -260,6 +257,16 @@ def engine_options(f):
     f = click.option("--address", default=None, help="Ray: the cluster (default $RAY_ADDRESS, else a local Ray).")(f)
     return click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
                         help="local: this process; ray: an actor pool on a Ray cluster, results written here.")(f)
+
+
+def engine_options(f):
+    """The Ray options plus --shard/--out-dir for schedulers without Ray."""
+    import click
+
+    f = click.option("--out-dir", type=click.Path(file_okay=False), help="With --shard: where result shards go.")(f)
+    f = click.option("--shard", metavar="K/N", help="Run shard K of N of the plan and write results to --out-dir "
+                     "(fold them in with `promptmill ingest DIR`).")(f)
+    return ray_options(f)
 
 
 def check_engine_options(engine: str, shard: str | None, out_dir: str | None) -> tuple[int, int] | None:
