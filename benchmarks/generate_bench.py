@@ -140,6 +140,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=0, help="0: 16 at <=512 px, 8 above")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (both paths; warm-ups compile)")
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -155,6 +156,8 @@ def main(argv=None) -> dict:
         if args.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
+        if args.compile:
+            pipe.unet = torch.compile(pipe.unet)
     prompts = [PROMPTS[i % len(PROMPTS)] + f", variation {i}" for i in range(count)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="generate-bench-") as tmp:
@@ -164,11 +167,15 @@ def main(argv=None) -> dict:
             (tmp / f"base{size}").mkdir()
             baseline(pipe, prompts[:1], size, steps, tmp / f"base{size}")  # warm-up
             batched(pipe, prompts[:batch_size], size, steps, batch_size, tmp / f"warm{size}" / "p.db")
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             base_s = baseline(pipe, prompts, size, steps, tmp / f"base{size}")
             ours_s = batched(pipe, prompts, size, steps, batch_size, tmp / f"ours{size}" / "p.db")
             rows.append((size, batch_size, count / base_s, count / ours_s))
+            peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
             print(f"{size} px, {steps} steps, {count} prompts: one at a time {count / base_s:.3f} images/s, "
-                  f"batched x{batch_size} {count / ours_s:.3f} images/s, ratio {base_s / ours_s:.2f}")
+                  f"batched x{batch_size} {count / ours_s:.3f} images/s, ratio {base_s / ours_s:.2f}, "
+                  f"compile {args.compile}, channels-last {args.channels_last}, peak GPU memory {peak:.1f} GiB")
     size, batch_size, base_rate, ours_rate = rows[-1]
     result = {"name": "generate", "figure": f"{ours_rate:.3f} images/s at {size} px (batch {batch_size})",
               "baseline": f"{base_rate:.3f} images/s one prompt at a time",
