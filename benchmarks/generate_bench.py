@@ -153,11 +153,11 @@ def main(argv=None) -> dict:
         device, dtype, count, steps = "cuda", torch.float16, args.prompts, args.steps
         sizes = [int(s) for s in args.sizes.split(",")]
         pipe = sd2_random_pipeline(device, dtype)
-        if args.channels_last:
-            pipe.unet.to(memory_format=torch.channels_last)
-            pipe.vae.to(memory_format=torch.channels_last)
-        if args.compile:
-            pipe.unet = torch.compile(pipe.unet)
+    if args.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if args.compile:
+        pipe.unet = torch.compile(pipe.unet)
     prompts = [PROMPTS[i % len(PROMPTS)] + f", variation {i}" for i in range(count)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="generate-bench-") as tmp:
