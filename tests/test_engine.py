@@ -159,6 +159,28 @@ def test_shards_on_other_machines_then_ingest_equals_a_clean_run(tmp_path, invok
     assert len(generated(driver)) == 6
 
 
+def test_caption_shards_then_ingest_equal_the_in_process_loop(tmp_path, invoke, models):
+    clean, driver = tmp_path / "clean" / "p.db", tmp_path / "driver" / "p.db"
+    for db in (clean, driver):
+        store = open_store(db)
+        with start_run(store, "test", "images", {}, argv=["pytest"]) as run:
+            coloured_images(store, run)
+        store.close()
+    tagger = ["--model", models["tiny-wd14"], "--max-tags", "3"]
+    invoke("06_caption", "wd14", *tagger, db=clean)
+    out = tmp_path / "results"
+    for k in ("0/3", "2/3", "1/3"):
+        invoke("06_caption", "wd14", *tagger, "--batch-size", "2", "--shard", k, "--out-dir", out, db=driver)
+    assert captions(driver) == set() and not (out / "blobs").exists()
+    result = ingest(out, driver)
+    assert "result shards ingested 3" in result.output and "captions added 7" in result.output
+    assert "images unreadable 1" in result.output
+    assert captions(driver) == captions(clean) and len(captions(clean)) == 7
+    with sqlite3.connect(driver) as conn:
+        assert conn.execute("SELECT count(*) FROM item_errors WHERE reason = 'wd14: unreadable image'").fetchone() \
+            == (1,)
+
+
 def test_ingest_refuses_a_shard_of_another_plan(tmp_path, invoke, models, prompts_file):
     driver, other = tmp_path / "driver" / "p.db", tmp_path / "other" / "p.db"
     for db in (driver, other):

@@ -28,7 +28,7 @@ def task(captioner: Captioner, requested: dict, store: Store, batch_size: int) -
     options = {**requested, **({"dtype": captioner.options["dtype"]} if "dtype" in requested else {})}
     spec = {"name": captioner.name, "kind": captioner.kind, "model": captioner.model,
             "params_hash": captioner.params_hash,
-            "revision": captioner.revision, "options": options, "blobs": str(store.blobs.root)}
+            "revision": captioner.revision, "options": options, "read_blobs": str(store.blobs.root)}
     return Task("caption", "06_caption", captioner.name, captioner.params_hash, spec, batch_size)
 
 
@@ -44,7 +44,7 @@ class Worker:
 
         self.captioner = load_captioner(spec["name"])(spec["model"], spec["revision"], **spec["options"])
         self.captioner.load()
-        self.blobs = BlobStore(spec["blobs"])
+        self.blobs = BlobStore(spec["read_blobs"])
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         items = [Item(r["image_id"], r["sha256"], r["ext"], r.get("prompt_id"), r.get("prompt")) for r in rows]

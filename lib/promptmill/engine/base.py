@@ -52,9 +52,11 @@ class Task:
     def module(self):
         return import_module(TASK_MODULES[self.kind])
 
-    def with_blobs(self, root: Path) -> Task:
-        """The same task writing its files (generated images) under ROOT."""
-        return Task(**{**asdict(self), "spec": {**self.spec, "blobs": str(root)}})
+    def writing_to(self, root: Path) -> Task:
+        """The same task writing the files it makes (generated images) under ROOT; what it reads stays put."""
+        if "write_blobs" not in self.spec:
+            return self
+        return Task(**{**asdict(self), "spec": {**self.spec, "write_blobs": str(root)}})
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def run_shard(store: Store, run: Run, task: Task, plan: Plan, index: int, out_di
     if manifest.exists():
         run.add("result shards already there")
         return manifest
-    task = task.with_blobs(out_dir / "blobs")
+    task = task.writing_to(out_dir / "blobs")
     worker = task.module.Worker(task.spec)
     rows = read_rows(shard.path) if shard.items else []
     results = []

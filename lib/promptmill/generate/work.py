@@ -33,7 +33,8 @@ def task(settings: Settings, row_params: dict, device: str, compile_unet: bool, 
          blobs: BlobStore, batch_size: int) -> Task:
     """DEVICE is as requested ('auto': each worker's own GPU); the dtype is already resolved in SETTINGS."""
     spec = {"settings": asdict(settings), "row_params": row_params, "params_hash": settings.params_hash(),
-            "device": device, "compile": compile_unet, "channels_last": channels_last, "blobs": str(blobs.root)}
+            "device": device, "compile": compile_unet, "channels_last": channels_last,
+            "write_blobs": str(blobs.root)}
     return Task("generate", "05_generate", "diffusers", settings.params_hash(), spec, batch_size)
 
 
@@ -53,7 +54,7 @@ class Worker:
         self.pipe = load_pipeline(self.settings.model, self.settings.revision, self.settings.scheduler, dtype,
                                   self.device, spec["compile"], spec["channels_last"])
         self.label = device_label(self.device)
-        self.blobs = BlobStore(spec["blobs"])
+        self.blobs = BlobStore(spec["write_blobs"])
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         jobs = [ImageJob(r["prompt_id"], r["text"], r["image_index"], r["seed"]) for r in rows]
