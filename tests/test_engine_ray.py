@@ -14,6 +14,8 @@ import time
 
 import pytest
 import torch
+from PIL import Image
+from test_caption_local import add_image
 
 import paths
 from conftest import ROOT
@@ -129,3 +131,13 @@ def test_semantic_dedup_embeds_on_ray_with_the_same_vectors_and_decisions(tmp_pa
     assert max(float(np.abs(here[h] - there[h]).max()) for h in here) < 1e-5
     decisions = "SELECT item_id, verdict, representative_id FROM decisions WHERE stage = 'dedup'"
     assert rows(on_ray, decisions) == rows(local, decisions)
+
+
+def test_a_model_that_fails_to_load_on_the_workers_is_a_one_line_bad_input(tmp_path, invoke, store, run,
+                                                                          ray_address):
+    add_image(store, run, Image.new("RGB", (20, 20), (200, 30, 30)))
+    empty = tmp_path / "not-a-tagger"
+    empty.mkdir()
+    result = invoke("06_caption", "wd14", "--model", empty, "--engine", "ray", expect=2)
+    assert "missing model.onnx, selected_tags.csv" in result.output
+    assert store.count("captions") == 0 and store.count("work_shard_done") == 0

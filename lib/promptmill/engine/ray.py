@@ -9,14 +9,19 @@ driver loses only the batches in flight, and the next run plans what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 
+from promptmill.core import errors
 from promptmill.core.errors import BadInput
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.store import Store
 from promptmill.engine.base import Plan, Task, mark_done, open_shards
+
+WORKER_ERROR = re.compile(r"promptmill\.core\.errors\.(BadInput|RunStopped|PromptmillError): (.+)")
 
 
 class RayWorker:
@@ -59,6 +64,23 @@ def pool_size(workers: int | None, gpus_per_worker: float | None) -> tuple[int, 
     return workers, gpus_per_worker
 
 
+@contextlib.contextmanager
+def worker_errors():
+    """A worker's own error (a model that won't load) comes out as itself, other Ray failures in one line.
+
+    Ray reports an actor that died in its constructor by the text of the exception only."""
+    import ray
+
+    try:
+        yield
+    except ray.exceptions.RayError as exc:
+        found = WORKER_ERROR.search(str(exc))
+        if found:
+            raise getattr(errors, found[1])(found[2].strip()) from None
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise errors.PromptmillError(f"--engine ray: {lines[-1] if lines else type(exc).__name__}") from exc
+
+
 def run_ray(store: Store, run: Run, task: Task, plan: Plan, address: str | None = None, workers: int | None = None,
             num_gpus_per_worker: float | None = None) -> None:
     """Run the plan's open shards on Ray; commit each returned batch, and each shard's completion, here."""
@@ -82,7 +104,7 @@ def run_ray(store: Store, run: Run, task: Task, plan: Plan, address: str | None 
     dataset = ray.data.read_parquet([str(shard.path) for shard in shards]).repartition(blocks).map_batches(
         RayWorker, fn_constructor_kwargs={"task": asdict(task)}, batch_size=task.batch_size,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus or None)
-    with bar(sum(remaining.values()), desc=f"{task.command} (ray)", unit="item") as progress:
+    with bar(sum(remaining.values()), desc=f"{task.command} (ray)", unit="item") as progress, worker_errors():
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             rows = batch.to_pylist()
             with store.transaction() as conn:
