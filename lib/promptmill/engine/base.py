@@ -107,7 +107,7 @@ def plan_work(store: Store, run: Run, task: Task, rows: list[dict], shard_count:
         relative = folder / f"work-{index:05d}-of-{count:05d}.parquet"
         target = store.path.parent / relative
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # nodes may plan at once
             table = pa.Table.from_pylist(part) if part else pa.table({"key": pa.array([], pa.int64())})
             pq.write_table(table, tmp)
             os.replace(tmp, target)
@@ -164,7 +164,7 @@ def run_local(store: Store, run: Run, task: Task, plan: Plan) -> None:
 
 
 def run_shard(store: Store, run: Run, task: Task, plan: Plan, index: int, out_dir: Path) -> Path:
-    """Run shard INDEX of PLAN here and write its results under OUT_DIR (the database is only read).
+    """Run shard INDEX of PLAN here and write its results under OUT_DIR (none go into the database).
 
     Files a worker makes (images) go to OUT_DIR/blobs; the result parquet is written
     first and its manifest last (temp + rename), so a manifest means a whole shard."""

@@ -95,10 +95,7 @@ def run_ray(store: Store, run: Run, task: Task, plan: Plan, address: str | None 
     actors, gpus = pool_size(workers, num_gpus_per_worker)
     remaining = {shard.index: shard.items for shard in shards}
     by_index = {shard.index: shard for shard in shards}
-    shard_of = {}
-    for shard in shards:
-        first = store.scalar("SELECT first_key FROM work_shards WHERE id = ?", (shard.id,))
-        shard_of.update({key: shard.index for key in range(first, first + shard.items)})
+    shard_size = plan.shards[0].items  # keys are plan positions; every shard but the last is full
     # One block per batch, so results stream back (and are committed) batch by batch.
     blocks = -(-sum(remaining.values()) // task.batch_size)
     dataset = ray.data.read_parquet([str(shard.path) for shard in shards]).repartition(blocks).map_batches(
@@ -110,7 +107,7 @@ def run_ray(store: Store, run: Run, task: Task, plan: Plan, address: str | None 
             with store.transaction() as conn:
                 task.module.commit(conn, run, task.spec, rows)
                 for row in rows:
-                    remaining[shard_of[row["key"]]] -= 1
+                    remaining[row["key"] // shard_size] -= 1
                 for index in [i for i, left in remaining.items() if left == 0]:
                     mark_done(conn, run, by_index[index].id, "ray")
                     del remaining[index]
