@@ -146,7 +146,7 @@ def promptmill():
     """Build text-to-image datasets with full provenance in one SQLite database.
 
     The steps in order: collect, clean, dedup, augment, generate, caption, label, split, upload;
-    `browse` opens the database in Datasette.
+    `browse` opens the database in Datasette; `ingest` folds in result shards made with --shard K/N.
     """
 
 
