@@ -38,8 +38,6 @@ done
 CARRIED=("diffusers==0.42.1" "importlib_metadata==8.7.1")
 if [ "$FETCH" = 1 ]; then
   mkdir -p "$WHEELS"
-  exclude="$(git -C "$ROOT" rev-parse --git-path info/exclude)"
-  grep -qxF "/.whl/" "$exclude" 2>/dev/null || echo "/.whl/" >> "$exclude"
   "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "${CARRIED[@]}" || exit 1
   ls -la "$WHEELS"
