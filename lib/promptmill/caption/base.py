@@ -176,17 +176,13 @@ def load_captioner(name: str) -> type[Captioner]:
 
 
 def open_rgb(blobs: BlobStore, sha256: str, ext: str):
-    """The stored image as RGB; transparent pixels are composited on white."""
-    from PIL import Image, ImageOps
+    """The stored image as people see it, in 8-bit RGB (`promptmill.core.images.to_rgb8`)."""
+    from PIL import Image
+
+    from promptmill.core.images import to_rgb8
 
     with Image.open(blobs.path_for(sha256, ext)) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            canvas.alpha_composite(rgba)
-            return canvas.convert("RGB")
-        return image.convert("RGB")
+        return to_rgb8(image)
 
 
 def decoded_batches(blobs: BlobStore, items: list[Item], batch_size: int, prepare: Callable | None = None,
