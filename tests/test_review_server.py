@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from curation_fixtures import add_library
 
-from promptmill.core.runs import start_run
+from promptmill.core.runs import pid_alive, start_run
 from promptmill.core.store import open_store
 
 
@@ -103,6 +103,10 @@ def test_kill_9_keeps_every_committed_action_and_the_next_run_marks_the_session_
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
+    server_pids = [row["pid"] for row in store.query("SELECT pid FROM runs WHERE step = 'review'")]
+    deadline = time.monotonic() + 60  # the server itself is the group's child: it dies a moment later
+    while any(pid_alive(pid) for pid in server_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
     reopened = open_store(db_path)
     with start_run(reopened, "test", "after", {}, argv=["pytest"]):
         pass
