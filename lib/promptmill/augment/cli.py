@@ -108,16 +108,19 @@ def openai(db_path, seeds_path, k_seeds, k_collected, per_call, target, max_requ
                        f"if every prompt returned is new", err=True)
             click.echo(runner.dry_run(islice(jobs, needed)).line(), err=True)
             return
+        runner.claim_scope = f"augment-source:{source_id}"
         with bar(target, "augment", "prompt") as progress:
             progress.update(min(writer.unique, target))
+            elsewhere = augment.InFlightElsewhere(store, writer, runner)
 
             def reached() -> bool:
+                elsewhere.refresh()
                 progress.update(max(0, min(writer.unique, target) - progress.n))
                 return writer.unique >= target
 
-            # Requests in flight are counted as if each brought --per-call new prompts.
+            # Requests in flight, here or in another run, are counted as if each brought --per-call new prompts.
             runner.run_jobs(jobs, should_stop=reached,
-                            hold=lambda: writer.unique + runner.in_flight * per_call >= target)
+                            hold=lambda: writer.unique + (runner.in_flight + elsewhere.count) * per_call >= target)
         if writer.unique < target and not runner.stop_reason:
             run.add("stopped: --max-requests reached")
             click.echo(f"stopped: {max_requests:,} requests gave {writer.unique:,} of {target:,} unique prompts "

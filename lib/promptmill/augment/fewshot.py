@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class NearDuplicateIndex:
     """Every prompt's normalised-text hash and word simhash, with a block index for Hamming <= k lookups."""
 
     bits: int
+    seen: int = 0                     # the highest prompt id looked at
     exact: dict[int, int] = field(default_factory=dict)
     blocks: list[dict[int, list[tuple[int, int]]]] = field(default_factory=list)
 
@@ -184,14 +186,20 @@ def fingerprint(text: str) -> int:
 def build_index(store, bits: int) -> NearDuplicateIndex:
     """Index every prompt in the database except those already dropped as duplicates on arrival."""
     index = NearDuplicateIndex(bits)
-    rows = store.execute(
-        "SELECT id, text, norm_hash FROM prompts WHERE id NOT IN (SELECT item_id FROM decisions "
-        "WHERE item_type = 'prompt' AND stage = 'dedup' AND scope LIKE 'augment-arrival:%') ORDER BY id"
-    ).fetchall()
+    index_prompts(index, store.conn)
+    return index
+
+
+def index_prompts(index: NearDuplicateIndex, conn, run_id: int | None = None):
+    """Add the prompts not seen yet (and not written by RUN_ID) to INDEX."""
+    rows = conn.execute(
+        "SELECT id, text, norm_hash FROM prompts WHERE id > ? AND run_id IS NOT ? AND id NOT IN (SELECT item_id "
+        "FROM decisions WHERE item_type = 'prompt' AND stage = 'dedup' AND scope LIKE 'augment-arrival:%') "
+        "ORDER BY id", (index.seen, run_id)).fetchall()
     values = fingerprints.fingerprints([normalize(text) for _, text, _ in rows], "word") if rows else []
     for (prompt_id, _, norm_hash), value in zip(rows, values):
         index.add(prompt_id, norm_hash, int(value))
-    return index
+    index.seen = max([index.seen, *(row[0] for row in rows)])
 
 
 class PromptWriter:
@@ -205,13 +213,23 @@ class PromptWriter:
         self.scope = f"augment-arrival:simhash-word-{index.bits}"
         self.avoid_scope = f"augment-avoid:{sha256_hex(json.dumps(settings.avoid))[:16]}"
         self.avoid = [(topic, re.compile(rf"\b{re.escape(topic)}", re.I)) for topic in settings.avoid]
-        self.unique = store.scalar(
+        self.unique = self.count_unique(store.conn)
+
+    def count_unique(self, conn) -> int:
+        """Unique prompts in the source, whichever run wrote them."""
+        return conn.execute(
             "SELECT count(*) FROM prompts p WHERE p.source_id = ? AND NOT EXISTS (SELECT 1 FROM decisions d "
             "WHERE d.item_type = 'prompt' AND d.item_id = p.id AND d.verdict = 'drop' AND d.scope IN (?, ?))",
-            (source_id, self.scope, self.avoid_scope))
+            (self.source_id, self.scope, self.avoid_scope)).fetchone()[0]
+
+    def catch_up(self, conn):
+        """Index what other runs on this database stored since we last looked, and recount."""
+        index_prompts(self.index, conn, self.run.id)
+        self.unique = self.count_unique(conn)
 
     def __call__(self, conn, job: Job, prompts: list[str], api_call_id: int):
         request_index = job.context["index"]
+        self.catch_up(conn)
         for offset, text in enumerate(prompts[:self.settings.per_call]):
             position = request_index * self.settings.per_call + offset
             if conn.execute("SELECT 1 FROM prompts WHERE source_id = ? AND position = ?",
@@ -256,6 +274,28 @@ class PromptWriter:
             "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, "
             "representative_id, run_id) VALUES ('prompt', ?, ?, 'drop', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (prompt_id, stage, scope, rule, reason, score, representative, self.run.id))
+
+
+class InFlightElsewhere:
+    """What other runs on the database add to the same source: their unique prompts (into the writer's
+    count) and their requests in flight. Looked up at most every REFRESH_S seconds."""
+
+    REFRESH_S = 0.2
+
+    def __init__(self, store, writer: PromptWriter, runner):
+        self.store = store
+        self.writer = writer
+        self.runner = runner
+        self.count = 0
+        self.looked = 0.0
+
+    def refresh(self):
+        moment = time.monotonic()
+        if moment - self.looked < self.REFRESH_S:
+            return
+        self.looked = moment
+        self.count = self.runner.ledger.claimed_elsewhere(self.runner.claim_scope)
+        self.writer.unique = self.writer.count_unique(self.store.conn)
 
 
 def collect_seeds(store, run, path: Path) -> int:

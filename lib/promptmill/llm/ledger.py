@@ -3,7 +3,9 @@
 Every request to a paid service gets a key: the hash of provider, model, the
 canonical request body and the item it is for. Before a request is sent the
 ledger is asked for a stored successful response under that key; when there is
-one it is reused, so a resumed or repeated run never pays twice. Cost comes from
+one it is reused, so a resumed or repeated run never pays twice. When there is
+none the key is claimed (`api_claims`) in the same transaction, so a second
+process on the same database leaves it alone until the answer is stored. Cost comes from
 the price table `schema/prices.toml`, which a user file can override.
 """
 
@@ -12,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptmill.core import resources
-from promptmill.core.runs import now
+from promptmill.core.runs import now, pid_alive
 
 DEFAULT_PRICES = resources.SCHEMA_DIR / "prices.toml"
 
@@ -140,6 +143,41 @@ class Ledger:
                 chunk))
         return found
 
+    def claim(self, key: str, retry_failed: bool, scope: str | None = None) -> tuple[str, dict | None]:
+        """Decide KEY in one write transaction: ('paid', row) to reuse, ('failed', row) to skip,
+        ('busy', None) while another live run has it in flight, else ('claimed', None): send it."""
+        with self.store.transaction() as conn:
+            found = self.find(key)
+            if found and found["status"] == "ok":
+                return "paid", found
+            if found and not retry_failed:
+                return "failed", found
+            holder = self.store.query("SELECT c.*, r.status FROM api_claims c JOIN runs r ON r.id = c.run_id "
+                                      "WHERE c.idempotency_key = ?", (key,))
+            if holder and _live(holder[0]):
+                return "busy", None
+            conn.execute(
+                "INSERT INTO api_claims (idempotency_key, scope, run_id, pid, host, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO UPDATE SET scope = excluded.scope, "
+                "run_id = excluded.run_id, pid = excluded.pid, host = excluded.host, claimed_at = excluded.claimed_at",
+                (key, scope, self.run.id, os.getpid(), socket.gethostname(), now()))
+            return "claimed", None
+
+    def release(self, conn, key: str):
+        """Drop this run's claim on KEY (inside the transaction that stores its answer, or on giving up)."""
+        conn.execute("DELETE FROM api_claims WHERE idempotency_key = ? AND run_id = ?", (key, self.run.id))
+
+    def release_all(self):
+        """Drop every claim this run still holds (requests it never finished)."""
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM api_claims WHERE run_id = ?", (self.run.id,))
+
+    def claimed_elsewhere(self, scope: str) -> int:
+        """Requests under SCOPE that other live runs have in flight now."""
+        rows = self.store.query("SELECT c.*, r.status FROM api_claims c JOIN runs r ON r.id = c.run_id "
+                                "WHERE c.scope = ? AND c.run_id != ?", (scope, self.run.id))
+        return sum(1 for row in rows if _live(row))
+
     def spent_this_run(self) -> float:
         return self.store.scalar("SELECT COALESCE(sum(cost_usd), 0) FROM api_calls WHERE run_id = ?",
                                  (self.run.id,))
@@ -165,3 +203,10 @@ class Ledger:
              self.run.id),
         )
         return cursor.lastrowid, cost
+
+
+def _live(claim: dict) -> bool:
+    """A claim holds while its run is still running and, on this host, its process is alive."""
+    if claim["status"] != "running":
+        return False
+    return claim["host"] != socket.gethostname() or pid_alive(claim["pid"])

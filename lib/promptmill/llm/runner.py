@@ -181,6 +181,7 @@ class CallRunner:
     spent: float = 0.0
     reserved: float = 0.0
     in_flight: int = 0
+    claim_scope: str | None = None
     ledger: Ledger = field(init=False)
 
     def __post_init__(self):
@@ -218,9 +219,13 @@ class CallRunner:
                  hold: Callable[[], bool] = lambda: False):
         """Process every job (or until should_stop/budget/quota says stop). Raises RunStopped on quota.
 
-        While `hold()` is true and requests are in flight, no new request starts: the answers
-        under way may be enough (augment's --target), and paying for more would be waste."""
-        asyncio.run(self._run(jobs, should_stop, hold))
+        While `hold()` is true no new request starts: the answers under way, in this run or
+        another, may be enough (augment's --target), and paying for more would be waste. A
+        `hold` must turn false once nothing is in flight anywhere, or `should_stop` true."""
+        try:
+            asyncio.run(self._run(jobs, should_stop, hold))
+        finally:
+            self.ledger.release_all()
         if self.stop_reason:
             click.echo(f"stopped: {self.stop_reason}", err=True)
             if self.fatal:
@@ -232,7 +237,7 @@ class CallRunner:
 
         async def worker():
             while not self.stop_reason and not should_stop():
-                if self.in_flight and hold():
+                if hold():
                     await asyncio.sleep(0.005)
                     continue
                 job = next(iterator, None)
@@ -255,13 +260,26 @@ class CallRunner:
 
     async def _process(self, job: Job):
         key = self.key(job)
-        found = self.ledger.find(key)
-        if found and found["status"] == "ok":
+        state, found = self.ledger.claim(key, self.settings.retry_failed, self.claim_scope)
+        if state == "paid":
             self._reuse(job, found)
             return
-        if found and not self.settings.retry_failed:
+        if state == "failed":
             self.run.add("skipped: failed before (use --retry-failed)")
             return
+        if state == "busy":
+            self.run.add("skipped: in flight in another run")
+            return
+        stored = False
+        try:
+            stored = await self._send_claimed(job, key)
+        finally:
+            if not stored:
+                with self.store.transaction() as conn:
+                    self.ledger.release(conn, key)
+
+    async def _send_claimed(self, job: Job, key: str) -> bool:
+        """Send a claimed request and store its outcome; False when the budget stopped it first."""
         estimate = self.estimate(job)
         if self.settings.max_cost is not None and estimate is not None \
                 and self.spent + self.reserved + estimate > self.settings.max_cost:
@@ -269,7 +287,7 @@ class CallRunner:
                 self.stop_reason = (f"the next request (up to ${estimate:.4f}) would pass --max-cost "
                                     f"${self.settings.max_cost:.4f} (spent ${self.spent:.4f} in this run)")
                 self.run.add("stopped: --max-cost reached")
-            return
+            return False
         self.reserved += estimate or 0.0
         try:
             await self.limiter.acquire(job.est_tokens_in + job.max_tokens_out)
@@ -281,6 +299,7 @@ class CallRunner:
                                                    job.request, outcome, job.item_type, job.item_id)
             if outcome.status == "ok":
                 self.write(conn, job, outcome.value, api_call_id)
+            self.ledger.release(conn, key)
         self.spent += cost or 0.0
         self.run.add("requests sent", outcome.attempts)
         if outcome.status == "ok":
@@ -290,6 +309,7 @@ class CallRunner:
         if outcome.fatal and not self.stop_reason:
             self.fatal = True
             self.stop_reason = f"{outcome.error_class}: {outcome.error_message}"
+        return True
 
     def _reuse(self, job: Job, row: dict):
         import json
