@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from llm_fixtures import FAST_RETRIES, example_prompts, write_prompts
+from PIL import Image
 
 import paths
 from conftest import run_script
@@ -84,3 +85,34 @@ def test_two_augment_processes_share_one_target_and_pay_each_request_once(tmp_pa
         assert target <= unique <= target + 2 * concurrency * per_call
     finally:
         store.close()
+
+
+def test_credentials_in_urls_and_key_shaped_models_never_land(tmp_path):
+    db = tmp_path / "db" / "promptmill.db"
+    password, key_model = "hunter2-url-password", "sk-proj-keyshapedmodel0123456789"
+    assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, example_prompts(6))).returncode == 0
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "red.png")
+    assert run_script("01_collect", "imagefolder", tmp_path / "images", "--db", db).returncode == 0
+    with FakeOpenAI() as server:
+        url = server.url.replace("http://", f"http://user:{password}@") + "/v1"
+        described = subprocess.run(
+            [sys.executable, str(paths.STEPS_DIR / "07_label.py"), "describe", "--db", str(db), "--base-url", url,
+             "--model", key_model, *FAST_RETRIES], env=PAID_ENV, capture_output=True, text=True, timeout=120)
+        assert described.returncode == 0, described.stderr
+    tasks = tmp_path / "ls" / "tasks.json"
+    assert run_script("07_label", "ls-export", tasks, "--db", db,
+                      "--url-prefix", f"https://annotator:{password}@files.example/data/").returncode == 0
+    assert run_script("08_split", "assign", "--db", db).returncode == 0
+    exported = run_script("09_upload", "pairs", tmp_path / "pairs", "--db", db)
+    assert exported.returncode == 0, exported.stderr
+    store = open_store(db)
+    try:
+        dump = "\n".join(store.conn.iterdump())
+        assert store.count("labels") == 6 and store.count("api_calls", "status = 'ok'") == 6
+    finally:
+        store.close()
+    written = [dump, tasks.read_text()] + [p.read_text(errors="replace") for p in (tmp_path / "pairs").rglob("*") if p.is_file()]
+    for text in written:
+        assert password not in text and key_model not in text
+    assert "http://[redacted]@127.0.0.1" in dump and "https://[redacted]@files.example" in tasks.read_text()

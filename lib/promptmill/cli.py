@@ -17,7 +17,7 @@ import click
 
 from promptmill import __version__
 from promptmill.core.errors import BadInput, PromptmillError
-from promptmill.core.runs import Run, start_run
+from promptmill.core.runs import Run, redact_params, start_run
 from promptmill.core.store import default_db_path, open_store
 
 __all__ = ["BadInput", "StepGroup", "db_option", "main", "promptmill", "step_run"]
@@ -92,7 +92,8 @@ def db_option(f):
 
 
 def recorded_params(ctx: click.Context | None) -> dict:
-    """Every option of the command as click parsed it (paths as text, the database path left out)."""
+    """Every option of the command as click parsed it, secrets redacted (paths as text, the database path
+    left out)."""
     if ctx is None:
         return {}
     values = {}
@@ -100,7 +101,7 @@ def recorded_params(ctx: click.Context | None) -> dict:
         if name == "db_path":
             continue
         values[name] = json.loads(json.dumps(value, default=str))
-    return values
+    return redact_params(values)
 
 
 @contextlib.contextmanager

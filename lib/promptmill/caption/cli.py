@@ -90,6 +90,7 @@ def _run_api_captions(db_path, command, params, provider_factory, jobs_factory, 
                       options):
     from promptmill.caption.api import caption_writer
     from promptmill.core.progress import bar
+    from promptmill.core.runs import redact
     from promptmill.llm.ledger import load_prices
     from promptmill.llm.runner import CallRunner, check_budget_priced, settings_from
 
@@ -100,7 +101,7 @@ def _run_api_captions(db_path, command, params, provider_factory, jobs_factory, 
         provider = provider_factory(settings)
         with bar(count(store), command, "image") as progress:
             runner = CallRunner(store, run, provider, settings, price_table,
-                                caption_writer(run, command, model, params["config"]), progress)
+                                caption_writer(run, command, redact(model), params["config"]), progress)
             if dry_run:
                 click.echo(runner.dry_run(jobs_factory(store)).line(), err=True)
                 return

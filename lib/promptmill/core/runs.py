@@ -23,8 +23,9 @@ from pathlib import Path
 from promptmill import __version__
 from promptmill.core.store import Store
 
-SECRET_OPTION = re.compile(r"(key|token|secret|password|passwd|auth|credential)", re.I)
+SECRET_OPTION = re.compile(r"(^|[-_])(key|token|secret|password|passwd|auth|credentials?)([-_]|$)", re.I)
 SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})")
+URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s@]+@")
 SECRET_ENV = ("OPENAI_API_KEY", "HF_TOKEN", "GOOGLE_API_KEY", "GEMINI_API_KEY", "GELBOORU_API_KEY",
               "GELBOORU_USER_ID", "HUGGING_FACE_HUB_TOKEN")
 REDACTED = "[redacted]"
@@ -39,28 +40,48 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def redact(text: str) -> str:
+    """The one way a secret is hidden wherever a value is recorded (argv, params, the ledger, exports,
+    cards): a key-shaped value whole, the user:password of a URL, the environment's secrets anywhere."""
+    if SECRET_VALUE.match(text):
+        return REDACTED
+    text = URL_CREDENTIALS.sub(lambda match: f"{match.group(1)}{REDACTED}@", text)
+    for secret in _env_secrets():
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_params(value, name: str = ""):
+    """VALUE with every string redacted, and whole values under secret-looking names hidden."""
+    if isinstance(value, dict):
+        return {key: redact_params(item, str(key)) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_params(item, name) for item in value]
+    if isinstance(value, str):
+        return REDACTED if value and SECRET_OPTION.search(name) else redact(value)
+    return value
+
+
+def _env_secrets() -> set[str]:
+    return {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+
+
 def redact_argv(argv: list[str]) -> list[str]:
-    """Hide option values whose names look secret, values that look like keys, and env secrets."""
-    env_secrets = {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+    """Hide the values of options whose names look secret, and redact every other argument."""
     out, hide_next = [], False
     for arg in argv:
         if hide_next:
             out.append(REDACTED)
             hide_next = False
             continue
-        if arg.startswith("--") and SECRET_OPTION.search(arg.split("=", 1)[0]):
+        if arg.startswith("--") and SECRET_OPTION.search(arg.split("=", 1)[0][2:]):
             if "=" in arg:
                 out.append(arg.split("=", 1)[0] + "=" + REDACTED)
             else:
                 out.append(arg)
                 hide_next = True
             continue
-        if SECRET_VALUE.match(arg) or arg in env_secrets:
-            out.append(REDACTED)
-            continue
-        for secret in env_secrets:
-            arg = arg.replace(secret, REDACTED)
-        out.append(arg)
+        out.append(redact(arg))
     return out
 
 
@@ -138,7 +159,8 @@ class Run:
             cursor = store.execute(
                 "INSERT INTO runs (step, command, argv, params, code_version, library_versions, host, "
                 "pid, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-                (step, command, json.dumps(redact_argv(argv)), json.dumps(params, default=str, sort_keys=True),
+                (step, command, json.dumps(redact_argv(argv)),
+                 json.dumps(redact_params(json.loads(json.dumps(params, default=str))), sort_keys=True),
                  code_version(), json.dumps(library_versions()), socket.gethostname(), os.getpid(), now()),
             )
         self.id = cursor.lastrowid

@@ -38,6 +38,7 @@ def describe(db_path, template, max_tokens, temperature, limit, model, base_url,
     recorded in the api_calls ledger before its label; a request already paid for is never sent again."""
     from promptmill.cli import BadInput
     from promptmill.core.progress import bar
+    from promptmill.core.runs import redact
     from promptmill.label import describe as describing
     from promptmill.llm.ledger import load_prices
     from promptmill.llm.openai_chat import OpenAIChat, require_endpoint
@@ -61,7 +62,7 @@ def describe(db_path, template, max_tokens, temperature, limit, model, base_url,
         todo = min(todo, limit) if limit else todo
         with bar(todo, "describe", "prompt") as progress:
             runner = CallRunner(store, run, provider, settings, price_table,
-                                describing.label_writer(run, model, template_sha), progress)
+                                describing.label_writer(run, redact(model), template_sha), progress)
             jobs = describing.jobs(store, loaded, model, max_tokens, temperature, limit)
             if dry_run:
                 click.echo(runner.dry_run(jobs).line(), err=True)

@@ -41,7 +41,7 @@ from promptmill.collect.base import Collector, SourceInfo, file_sha256
 from promptmill.core import resources
 from promptmill.core.errors import BadInput
 from promptmill.core.progress import bar
-from promptmill.core.runs import Run
+from promptmill.core.runs import Run, redact
 from promptmill.core.save import (
     save_annotation,
     save_caption,
@@ -101,9 +101,10 @@ def read_config(path: str | Path = DEFAULT_CONFIG) -> dict[str, Control]:
 # --- export ---
 
 def image_url(relative_path: str, url_prefix: str | None = None) -> str:
-    """What Label Studio opens: its local-files endpoint, or PREFIX + path when the files are served elsewhere."""
+    """What Label Studio opens: its local-files endpoint, or PREFIX + path when the files are served elsewhere
+    (credentials inside PREFIX are redacted: tasks files get shared)."""
     if url_prefix:
-        return url_prefix.rstrip("/") + "/" + urllib.parse.quote(relative_path)
+        return redact(url_prefix).rstrip("/") + "/" + urllib.parse.quote(relative_path)
     return LOCAL_FILES_PREFIX + urllib.parse.quote(relative_path, safe="")
 
 

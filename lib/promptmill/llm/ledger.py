@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptmill.core import resources
-from promptmill.core.runs import now, pid_alive
+from promptmill.core.runs import now, pid_alive, redact
 
 DEFAULT_PRICES = resources.SCHEMA_DIR / "prices.toml"
 
@@ -189,12 +189,14 @@ class Ledger:
         if outcome.tokens_in is not None or outcome.tokens_out is not None:
             cost = self.prices.cost(model, outcome.tokens_in, outcome.tokens_out, outcome.tokens_cached,
                                     outcome.resolved_model)
+        if isinstance(request.get("model"), str):
+            request = {**request, "model": redact(request["model"])}
         cursor = conn.execute(
             "INSERT INTO api_calls (idempotency_key, provider, model, resolved_model, item_type, item_id, "
             "request, response, status, http_status, attempts, error_class, error_message, tokens_in, "
             "tokens_out, tokens_cached, tokens_reasoning, cost_usd, latency_s, request_id, created_at, run_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, provider, model, outcome.resolved_model, item_type, item_id, canonical_json(request),
+            (key, provider, redact(model), outcome.resolved_model, item_type, item_id, canonical_json(request),
              None if outcome.response is None else json.dumps(outcome.response, ensure_ascii=False),
              outcome.status, outcome.http_status, outcome.attempts, outcome.error_class,
              (outcome.error_message or None) and outcome.error_message[:2000], outcome.tokens_in,
