@@ -1,10 +1,14 @@
 """The README's promises, probed just beside the paths the other suites walk: two processes on one
 database, signals, full disks, read-only databases, hostile and malformed content."""
 
+import hashlib
 import os
+import resource
+import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from llm_fixtures import FAST_RETRIES, example_prompts, write_prompts
 from PIL import Image
@@ -116,3 +120,108 @@ def test_credentials_in_urls_and_key_shaped_models_never_land(tmp_path):
     for text in written:
         assert password not in text and key_model not in text
     assert "http://[redacted]@127.0.0.1" in dump and "https://[redacted]@files.example" in tasks.read_text()
+
+
+# --- store failures: one line, never a traceback ---------------------------------------------------
+
+
+def one_line_failure(result: subprocess.CompletedProcess, code: int = 1) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def full_disk(limit_bytes: int):
+    """A preexec_fn: files can't grow past LIMIT_BYTES, as on a full disk (writes fail with EFBIG)."""
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def noise_image(path, side: int):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
+
+
+def test_a_path_that_cannot_hold_a_database_is_one_line(tmp_path):
+    prompts = write_prompts(tmp_path, ["a cat"])
+    not_a_db = tmp_path / "README.md"
+    not_a_db.write_text("# notes\n" * 200)
+    assert "not a database" in one_line_failure(run_script("01_collect", "text", "--db", not_a_db, prompts))
+    assert not_a_db.read_text() == "# notes\n" * 200
+    one_line_failure(run_script("01_collect", "text", "--db", not_a_db / "x.db", prompts))
+    one_line_failure(run_script("01_collect", "text", "--db", tmp_path, prompts), code=2)
+
+
+def test_a_full_disk_while_storing_blobs_fails_the_run_in_one_line(tmp_path):
+    db = tmp_path / "db" / "promptmill.db"
+    noise_image(tmp_path / "images" / "noise.png", 1000)
+    assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a cat"])).returncode == 0
+    result = run_script("01_collect", "imagefolder", "--db", db, tmp_path / "images", preexec_fn=full_disk(1_000_000))
+    assert "File too large" in one_line_failure(result)
+    store = open_store(db)
+    try:
+        assert store.query("SELECT status FROM runs ORDER BY id")[-1]["status"] == "failed"
+    finally:
+        store.close()
+
+
+def test_a_full_disk_while_writing_the_database_fails_the_run_in_one_line(tmp_path):
+    db = tmp_path / "db" / "promptmill.db"
+    assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a cat"])).returncode == 0
+    lines = [f"prompt number {i} of a long list, a painting of a harbour at dusk" for i in range(60_000)]
+    result = run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, lines, "many.txt"),
+                        preexec_fn=full_disk(os.path.getsize(db) + 1_500_000), timeout=300)
+    # SQLite says "database or disk is full" or "disk I/O error", depending on which write hit the limit.
+    assert one_line_failure(result).startswith("error: database: ")
+
+
+READ_ONLY_COMMANDS = [("03_dedup", "report"), ("08_split", "report", "--method", "exact"), ("06_caption", "stats"),
+                      ("09_upload", "diff", "#1", "#1")]
+
+
+def test_read_only_commands_never_create_a_database(tmp_path):
+    missing = tmp_path / "typo" / "promptmill.db"
+    for command in READ_ONLY_COMMANDS:
+        assert "no database" in one_line_failure(run_script(*command, "--db", missing), code=2)
+    assert not (tmp_path / "typo").exists()
+
+
+def immutable(*paths) -> bool:
+    """chattr +i PATHS (refused even to root); False where the filesystem or user can't."""
+    return all(subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode == 0 for p in paths)
+
+
+@pytest.fixture
+def frozen(tmp_path):
+    """A closed promptmill database with one release, and a way to make it (and its folder) immutable."""
+    db = tmp_path / "db" / "promptmill.db"
+    assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a cat", "a dog"])).returncode == 0
+    assert run_script("08_split", "assign", "--db", db).returncode == 0
+    assert run_script("09_upload", "prompts", tmp_path / "out", "--db", db).returncode == 0
+    frozen_paths = []
+
+    def freeze(*paths):
+        if not immutable(*paths):
+            pytest.skip("chattr +i is not available here")
+        frozen_paths.extend(paths)
+
+    yield db, freeze
+    for path in frozen_paths:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+@pytest.mark.parametrize("folder_too", [False, True], ids=["file", "file-and-folder"])
+def test_a_read_only_database_is_read_and_never_written(frozen, tmp_path, folder_too):
+    db, freeze = frozen
+    freeze(db, db.parent) if folder_too else freeze(db)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for command in READ_ONLY_COMMANDS:
+        result = run_script(*command, "--db", db)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr)
+    assert "1 added" not in run_script("09_upload", "diff", "#1", "#1", "--db", db).stdout
+    one_line_failure(run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a fox"], "more.txt")))
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before

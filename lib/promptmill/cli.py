@@ -10,17 +10,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
 from promptmill import __version__
-from promptmill.core.errors import BadInput, PromptmillError
+from promptmill.core.errors import BadInput, PromptmillError, storage_error
 from promptmill.core.runs import Run, redact_params, start_run
-from promptmill.core.store import default_db_path, open_store
+from promptmill.core.store import default_db_path, open_readonly, open_store
 
-__all__ = ["BadInput", "StepGroup", "db_option", "main", "promptmill", "step_run"]
+__all__ = ["BadInput", "StepGroup", "db_option", "main", "promptmill", "read_only", "step_run"]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 DB_META = "promptmill.db"
@@ -76,6 +77,11 @@ class StepGroup(click.Group):
             return super().invoke(ctx)
         except PromptmillError as exc:
             raise Failure(exc) from None
+        except (sqlite3.Error, OSError) as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            raise Failure(error) from None
 
 
 def _default_db() -> str:
@@ -117,6 +123,17 @@ def step_run(db_path: str, step: str, command: str, params: dict):
         store.close()
 
 
+@contextlib.contextmanager
+def read_only(db_path: str):
+    """The store of a command that only reads (reports, stats, diffs): works on a read-only database,
+    never creates one, records no run."""
+    store = open_readonly(db_path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def print_summary(run: Run):
     counts = ", ".join(f"{key} {value:,}" for key, value in sorted(run.counts.items())) or "nothing to do"
     click.echo(f"{run.step} {run.command}: {counts} (run {run.id})", err=True)
@@ -138,6 +155,11 @@ class Promptmill(click.Group):
             return super().invoke(ctx)
         except PromptmillError as exc:
             raise Failure(exc) from None
+        except (sqlite3.Error, OSError) as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            raise Failure(error) from None
 
 
 @click.group(cls=Promptmill, context_settings=CONTEXT_SETTINGS, no_args_is_help=True)
@@ -167,6 +189,12 @@ def main(group: click.Group = promptmill):
     except PromptmillError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (sqlite3.Error, OSError) as exc:
+        error = storage_error(exc)
+        if error is None:
+            raise
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

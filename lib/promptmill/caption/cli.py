@@ -243,11 +243,10 @@ def stats(db_path, kinds, source_id, trigger, top, json_path):
     from pathlib import Path
 
     from promptmill.caption.stats import caption_stats, current_captions, format_stats
+    from promptmill.cli import read_only
 
-    params = {"kinds": list(kinds), "source": source_id, "trigger": trigger, "top": top}
-    with step_run(db_path, STEP, "stats", params) as (store, run):
+    with read_only(db_path) as store:
         figures = caption_stats(current_captions(store, tuple(kinds), source_id), trigger, top)
-        run.add("captions measured", figures["captions"])
         click.echo(format_stats(figures))
         if json_path:
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)

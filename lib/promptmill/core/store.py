@@ -123,13 +123,42 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
 
 
 def open_store(path: str | os.PathLike | None = None) -> Store:
-    """Open (creating if needed) the database and bring its schema up to date."""
+    """Open (creating if needed) the database and bring its schema up to date; a path that can't hold
+    one (a directory, a file that is not a database, no permission) is one line, not a traceback."""
     path = Path(path or default_db_path())
     migration_files()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect(path)
-    migrate(conn)
+    if path.is_dir():
+        raise BadInput(f"--db {path} is a directory, not a database file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path)
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise PromptmillError(f"can't open the database {path}: {exc}") from None
+    except OSError as exc:
+        raise PromptmillError(f"can't open the database {path}: {exc.strerror or exc}") from None
     return Store(path, conn)
+
+
+def open_readonly(path: str | os.PathLike | None = None) -> Store:
+    """An existing database opened for reading only (no schema change, nothing created)."""
+    path = require_database(path or default_db_path())
+    return Store(path, connect_readonly(path))
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """mode=ro, or immutable where not even the WAL index may be written (a read-only mount, chattr +i);
+    BadInput when the file is not a promptmill database."""
+    uri = path.resolve().as_uri()
+    for flags in ("mode=ro", "mode=ro&immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{flags}", uri=True, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            reason = exc
+    raise BadInput(f"{path} is not a promptmill database ({reason})")
 
 
 def require_database(path: str | os.PathLike) -> Path:
@@ -138,14 +167,7 @@ def require_database(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no database at {path}")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        raise BadInput(f"{path} is not a promptmill database") from None
+    connect_readonly(path).close()
     return path
 
 

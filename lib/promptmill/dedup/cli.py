@@ -209,14 +209,11 @@ def images(db_path, method_list, sources, against, keep, source_priority, k):
 @click.option("--largest", type=click.IntRange(0), default=5, show_default=True, help="Largest clusters to show.")
 def report(db_path, item_type, largest):
     """Per method: passes, pairs, clusters and drops, and the largest clusters with examples."""
-    from promptmill.core.store import open_store
+    from promptmill.cli import read_only
     from promptmill.dedup import passes as dedup
 
-    store = open_store(db_path)
-    try:
+    with read_only(db_path) as store:
         rows = dedup.report(store, item_type, largest)
-    finally:
-        store.close()
     if not rows:
         click.echo(f"no dedup passes over {item_type}s yet")
     for row in rows:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from promptmill.cli import BadInput, StepGroup, db_option, step_run
+from promptmill.cli import BadInput, StepGroup, db_option, read_only, step_run
 from promptmill.release.base import STEP
 
 out_argument = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -129,10 +129,8 @@ def diff(db_path, old, new, as_json, limit):
     """What was added, removed and changed from release OLD to release NEW (names or #IDs)."""
     from promptmill.release.base import diff_releases
 
-    with step_run(db_path, STEP, "diff", {"old": old, "new": new}) as (store, run):
+    with read_only(db_path) as store:
         result = diff_releases(store, old, new)
-        for key in ("added", "removed", "changed"):
-            run.add(f"items {key}", len(result[key]))
         if as_json:
             click.echo(json.dumps(result, indent=1, ensure_ascii=False))
             return

@@ -55,15 +55,12 @@ def report(db_path, scope, method_list, features, k, threshold, model, show):
     methods = [m.strip() for m in method_list.split(",") if m.strip()]
     if not methods or any(m not in ("exact", "simhash", "semantic") for m in methods):
         raise BadInput("--method takes exact, simhash and/or semantic")
-    from promptmill.core.store import open_store
+    from promptmill.cli import read_only
     from promptmill.split import assign as splits
 
-    store = open_store(db_path)
-    try:
+    with read_only(db_path) as store:
         rows = splits.counts(store, scope)
         leaks = splits.leakage(store, scope, methods, features, k, threshold, model)
-    finally:
-        store.close()
     click.echo("items   split        count  source")
     for row in rows:
         click.echo(f"{row['items']:<7} {row['split']:<12} {row['n']:>6}  {row['source']}")
