@@ -177,11 +177,9 @@ def load_captioner(name: str) -> type[Captioner]:
 
 def open_rgb(blobs: BlobStore, sha256: str, ext: str):
     """The stored image as people see it, in 8-bit RGB (`promptmill.core.images.to_rgb8`)."""
-    from PIL import Image
+    from promptmill.core.images import open_image, to_rgb8
 
-    from promptmill.core.images import to_rgb8
-
-    with Image.open(blobs.path_for(sha256, ext)) as image:
+    with open_image(blobs.path_for(sha256, ext)) as image:
         return to_rgb8(image)
 
 

@@ -14,7 +14,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from promptmill.collect.base import SourceInfo, file_sha256
-from promptmill.collect.imagefolder import MAX_IMAGE_BYTES
+from promptmill.collect.imagefolder import MAX_IMAGE_BYTES, hidden
+from promptmill.core.images import is_image_name
 
 MAX_MEMBERS = 100_000
 MAX_TOTAL_BYTES = 20 * 1024**3
@@ -59,7 +60,12 @@ class ZipTree:
             problem = member_problem(info)
             if problem:
                 self.problems.append((info.filename, *problem))
-            elif not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(info.filename).parts):
+            elif info.filename in safe:
+                self.problems.append((info.filename, "duplicate member", "a member of the same name came first"))
+            elif hidden(info.filename) or info.filename.startswith("__MACOSX/"):
+                if is_image_name(info.filename) and not info.filename.startswith("__MACOSX/"):
+                    self.problems.append((info.filename, "hidden file", "names starting with a dot are skipped"))
+            else:
                 safe[info.filename] = info
         tops = {name.split("/", 1)[0] for name in safe}
         strip = len(tops) == 1 and all("/" in name for name in safe)

@@ -15,6 +15,7 @@ Natural keys (source, position) make a second import add nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -31,7 +32,7 @@ import click
 from promptmill.core.images import probe_image
 from promptmill.core.runs import Run
 from promptmill.core.store import Store
-from promptmill.core.text import hash_author, normalize, sha256_hex, text_hash
+from promptmill.core.text import hash_author, normalize, text_hash
 
 BATCH_ROWS = 20_000
 HASH_CHUNK = 1 << 20
@@ -70,7 +71,7 @@ def folder_sha256(root: str | os.PathLike) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         stat = path.stat()
         lines.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{int(stat.st_mtime)}")
-    return sha256_hex("\n".join(lines))
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @functools.lru_cache(maxsize=8)

@@ -27,6 +27,7 @@ from tenacity import (
 )
 
 from promptmill.collect.base import Collector, SourceInfo
+from promptmill.collect.imagefolder import MAX_IMAGE_BYTES
 from promptmill.core.progress import bar
 from promptmill.core.text import sha256_hex
 
@@ -42,6 +43,11 @@ class MissingCredentials(ValueError):
 
 class Unauthorized(ValueError):
     """The API refused the credentials (HTTP 401/403)."""
+
+
+class Refused(ValueError):
+    """A URL or a download this client won't take: not http(s) (a post's `file:///` URL must not read
+    local files), or over MAX_IMAGE_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class Client:
     """A polite Gelbooru client: one request at a time, `delay` seconds apart, retried."""
 
     def __init__(self, base_url: str, credentials: Credentials, delay: float = 1.0, attempts: int = 5):
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise Refused(f"--base-url must be an http(s) URL, not {base_url[:200]!r}")
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.delay = delay
@@ -93,10 +101,15 @@ class Client:
         if pause > 0:
             time.sleep(pause)
         self._last = time.monotonic()
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise Refused(f"not an http(s) URL: {url[:200]}")
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                return response.read()
+                data = response.read(MAX_IMAGE_BYTES + 1)
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise Refused(f"{url[:200]}: over the limit of {MAX_IMAGE_BYTES:,} bytes")
+                return data
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise Unauthorized(f"Gelbooru answered {exc.code}: check GELBOORU_API_KEY and "
@@ -169,6 +182,9 @@ def add_post(collector: Collector, client: Client, post: dict, done: set[int]):
         return
     try:
         data = client.get(url)
+    except Refused as exc:
+        collector.add_error(post_id, "download refused", str(exc), str(post_id))
+        return
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         collector.add_error(post_id, "download failed", f"{type(exc).__name__}: {exc}", str(post_id))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptmill.collect.base import Collector, SourceInfo, file_sha256, folder_sha256
+from promptmill.collect.imagefolder import MAX_IMAGE_BYTES
 from promptmill.core.progress import bar
 from promptmill.core.text import sha256_hex
 
@@ -47,22 +48,46 @@ def source_info(name: str, split: str, config: str | None, columns: dict) -> Sou
                       options={"split": split, "config": config, **columns})
 
 
-def image_bytes(value) -> bytes | None:
-    """Bytes of an undecoded datasets Image value ({"bytes", "path"}) or of a raw bytes column."""
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return value["bytes"]
-        if value.get("path") and Path(value["path"]).is_file():
-            return Path(value["path"]).read_bytes()
-    return None
+def allowed_roots(name: str) -> list[Path]:
+    """Where an image `path` of the dataset may point: its own folder, or for a Hub id the caches
+    the datasets library downloads into. A row naming /etc/passwd or a token file is refused."""
+    path = Path(name)
+    if path.exists():
+        return [(path if path.is_dir() else path.parent).resolve()]
+    import datasets
+    from huggingface_hub import constants
+
+    return [Path(datasets.config.HF_DATASETS_CACHE).resolve(), Path(constants.HF_HUB_CACHE).resolve()]
+
+
+def image_bytes(value, roots: list[Path]) -> tuple[bytes | None, str | None]:
+    """(bytes, None) of an undecoded datasets Image value ({"bytes", "path"}) or of a raw bytes column,
+    else (None, why): a path outside ROOTS, or anything over MAX_IMAGE_BYTES, is never read."""
+    if isinstance(value, dict) and not value.get("bytes") and value.get("path"):
+        return _read_inside(str(value["path"]), roots)
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        return None, "no bytes"
+    if len(data) > MAX_IMAGE_BYTES:
+        return None, f"{len(data):,} bytes, over the limit of {MAX_IMAGE_BYTES:,}"
+    return bytes(data), None
+
+
+def _read_inside(name: str, roots: list[Path]) -> tuple[bytes | None, str | None]:
+    path = Path(name).resolve()
+    if not any(path.is_relative_to(root) for root in roots):
+        return None, f"path {name!r} is outside the dataset's folder"
+    if not path.is_file():
+        return None, f"no file at {name!r}"
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        return None, f"{name!r} is over the limit of {MAX_IMAGE_BYTES:,} bytes"
+    return data, None
 
 
 def collect_dataset(collector: Collector, dataset, prompt_column: str | None, image_column: str | None,
-                    text_column: str | None) -> int:
+                    text_column: str | None, roots: list[Path] = ()) -> int:
     """Add each row's prompt and/or image with caption; return the rows read."""
     import datasets
 
@@ -80,20 +105,21 @@ def collect_dataset(collector: Collector, dataset, prompt_column: str | None, im
                 position += 1
                 if not collector.seen(position):
                     add_row(collector, position, {k: v[index] for k, v in batch.items()},
-                            prompt_column, image_column, text_column)
+                            prompt_column, image_column, text_column, roots)
             progress.update(rows)
     return position
 
 
-def add_row(collector: Collector, position: int, row: dict, prompt_column, image_column, text_column):
+def add_row(collector: Collector, position: int, row: dict, prompt_column, image_column, text_column,
+            roots: list[Path] = ()):
     prompt = row.get(prompt_column) if prompt_column else None
     prompt = str(prompt).strip() if prompt not in (None, "") else None
     caption = row.get(text_column) if text_column else None
     caption = str(caption).strip() if caption not in (None, "") else None
     if image_column:
-        data = image_bytes(row.get(image_column))
+        data, problem = image_bytes(row.get(image_column), list(roots))
         if data is None:
-            collector.add_error(position, "no image", f"column {image_column!r} has no bytes")
+            collector.add_error(position, "no image", f"column {image_column!r}: {problem}")
             return
         image_value = row.get(image_column)
         locator = (image_value.get("path") if isinstance(image_value, dict) else None) or f"row {position}"

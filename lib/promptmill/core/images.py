@@ -10,8 +10,10 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
-# Pillow refuses images over twice this many pixels and warns above it; 02_clean decides.
-Image.MAX_IMAGE_PIXELS = 100_000_000
+# The one pixel limit: nothing decodes an image whose header claims more (see open_image); Pillow
+# itself refuses twice this many and warns above it. 02_clean drops such images by its own rule.
+MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tif",
               "MPO": "jpg", "ICO": "ico", "PPM": "ppm", "AVIF": "avif"}
@@ -59,6 +61,23 @@ def probe_image(data: bytes, name: str = "") -> Probe:
                              orientation=orientation if orientation not in (None, 1) else None)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "not readable here"
         return Probe(name_ext(name), None, None, None, None, len(data), f"{type(exc).__name__}: {exc}")
+
+
+class TooManyPixels(ValueError):
+    """The header claims more pixels than MAX_PIXELS: decoding it could take gigabytes."""
+
+
+def open_image(source) -> Image.Image:
+    """Image.open, refusing before any pixel is decoded an image whose header claims more than
+    MAX_PIXELS (a 600 KB PNG can declare 13000x13000 RGBA). Every decode goes through here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(source)
+    pixels = image.width * image.height
+    if pixels > MAX_PIXELS:
+        image.close()
+        raise TooManyPixels(f"{image.width}x{image.height} = {pixels:,} pixels, over the limit of {MAX_PIXELS:,}")
+    return image
 
 
 def is_image_name(name: str) -> bool:

@@ -113,11 +113,9 @@ def thumbnail_bytes(path: Path, size: int = THUMB_PX) -> bytes:
     anything is decoded."""
     from PIL import ImageOps
 
-    from promptmill.core.images import Image  # with the project's Image.MAX_IMAGE_PIXELS
+    from promptmill.core.images import Image, open_image
 
-    with Image.open(path) as image:
-        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-            raise ValueError(f"{image.width}x{image.height} is too many pixels to decode")
+    with open_image(path) as image:
         image.draft("RGB", (size, size))
         image = ImageOps.exif_transpose(image)
         image.thumbnail((size, size))

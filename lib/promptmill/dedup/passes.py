@@ -317,7 +317,8 @@ def image_phashes(store: Store, run: Run, items: Items, batch: int = 200) -> tup
     An unreadable image gets an `image_phashes` row with its error, is counted, is never
     retried, and takes no part in phash clusters."""
     import imagehash
-    from PIL import Image
+
+    from promptmill.core.images import open_image
 
     known = dict(store.execute("SELECT image_id, phash FROM image_phashes"))
     ext_of = dict(store.execute("SELECT id, ext FROM images"))
@@ -327,7 +328,7 @@ def image_phashes(store: Store, run: Run, items: Items, batch: int = 200) -> tup
             rows = []
             for image_id, sha in missing[start:start + batch]:
                 try:
-                    with Image.open(store.blobs.path_for(sha, ext_of[image_id])) as image:
+                    with open_image(store.blobs.path_for(sha, ext_of[image_id])) as image:
                         rows.append((image_id, str(imagehash.phash(image.convert("RGB"))), None, run.id))
                 except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's problem
                     rows.append((image_id, None, f"{type(exc).__name__}: {exc}"[:300], run.id))
