@@ -2,11 +2,13 @@
 database, signals, full disks, read-only databases, hostile and malformed content."""
 
 import hashlib
+import io
 import os
 import resource
 import signal
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -225,3 +227,138 @@ def test_a_read_only_database_is_read_and_never_written(frozen, tmp_path, folder
     assert "1 added" not in run_script("09_upload", "diff", "#1", "#1", "--db", db).stdout
     one_line_failure(run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a fox"], "more.txt")))
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+# --- inputs that must not reach what they shouldn't ----------------------------------------------------
+
+
+def png(side: int = 8, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (side, side), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def errors_by_reason(store) -> dict[str, int]:
+    return dict(store.execute("SELECT reason, count(*) FROM item_errors GROUP BY reason").fetchall())
+
+
+def blob_contents(db) -> list[bytes]:
+    return [p.read_bytes() for p in (db.parent / "blobs").rglob("*") if p.is_file()]
+
+
+def test_hf_image_paths_are_read_only_inside_the_dataset(tmp_path, invoke, store, db_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    secret = tmp_path / "hf_token"
+    secret.write_text("hf_thisisthetokenfile0123456789")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "inside.png").write_bytes(png(9))
+    rows = [{"bytes": None, "path": "/etc/passwd"}, {"bytes": None, "path": str(secret)},
+            {"bytes": None, "path": "../hf_token"}, {"bytes": None, "path": "inside.png"},
+            {"bytes": png(10), "path": "embedded.png"}]
+    features = datasets.Features({"prompt": datasets.Value("string"), "image": datasets.Image()})
+    monkeypatch.chdir(folder)  # the writer looks at each path (relative ones from here)
+    datasets.Dataset.from_dict({"prompt": [f"p{i}" for i in range(len(rows))], "image": rows},
+                               features=features).to_parquet(str(folder / "train.parquet"))
+    invoke("01_collect", "hf", folder, "--prompt-column", "prompt", "--image-column", "image")
+    assert store.count("images") == 2 and errors_by_reason(store) == {"no image": 3}
+    assert all(b"hf_thisisthetokenfile" not in blob and b"root:" not in blob for blob in blob_contents(db_path))
+
+
+def test_gelbooru_file_urls_are_never_read(tmp_path, store, db_path):
+    from fakes.gelbooru import FakeGelbooru, make_posts
+
+    secret = tmp_path / "token.png"
+    secret.write_bytes(b"hf_secret-token-contents" * 10)
+    images = {"ok.png": png(8)}
+    with FakeGelbooru([], images) as fake:
+        fake.posts = make_posts(fake.base_url, images, {"ok.png": "landscape"})
+        fake.posts.append({**fake.posts[0], "id": 999, "file_url": secret.as_uri(), "md5": "0" * 32})
+        result = run_script("01_collect", "gelbooru", "--db", db_path, "--tags", "landscape", "--base-url",
+                            fake.base_url, "--delay", "0", env={"GELBOORU_API_KEY": "k3y", "GELBOORU_USER_ID": "42"})
+        assert result.returncode == 0, result.stderr
+        assert store.count("images") == 1 and errors_by_reason(store) == {"download refused": 1}
+        assert all(b"hf_secret" not in blob for blob in blob_contents(db_path))
+        refused = run_script("01_collect", "gelbooru", "--db", db_path, "--tags", "x", "--base-url",
+                             tmp_path.as_uri(), env={"GELBOORU_API_KEY": "k3y", "GELBOORU_USER_ID": "42"})
+        assert "http(s)" in one_line_failure(refused, code=2)
+
+
+def bomb_png() -> bytes:
+    """A small file whose header claims 13000 x 13000 RGBA pixels (~676 MB decoded)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.new("L", (13000, 13000), 0).convert("1").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return bomb_png()
+
+
+def test_the_pixel_limit_is_checked_from_the_header_before_any_decode(bomb, tmp_path):
+    from promptmill.caption.base import open_rgb
+    from promptmill.core.images import MAX_PIXELS, TooManyPixels, open_image
+    from promptmill.datasette.plugin import thumbnail_bytes
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    assert len(bomb) < 2_000_000 and 13000 * 13000 > MAX_PIXELS
+    with pytest.raises(TooManyPixels):
+        open_image(path)
+    with pytest.raises(TooManyPixels):
+        thumbnail_bytes(path)
+    store = open_store(tmp_path / "db" / "promptmill.db")
+    try:
+        sha, _ = store.blobs.put(bomb, "png")
+        with pytest.raises(TooManyPixels):
+            open_rgb(store, sha, "png")
+    finally:
+        store.close()
+    assert open_image(io.BytesIO(png(8))).size == (8, 8)
+
+
+def test_dedup_images_records_a_bomb_without_decoding_it(bomb, tmp_path, db_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "bomb.png").write_bytes(bomb)
+    (folder / "fine.png").write_bytes(png(16))
+    assert run_script("01_collect", "imagefolder", "--db", db_path, folder).returncode == 0
+    result = run_script("03_dedup", "images", "--db", db_path, "--method", "phash",
+                        preexec_fn=memory_limit(1_500_000_000))
+    assert result.returncode == 0, result.stderr
+    store = open_store(db_path)
+    try:
+        errors = [e for (e,) in store.execute("SELECT error FROM image_phashes WHERE error IS NOT NULL")]
+        assert len(errors) == 1 and "TooManyPixels" in errors[0]
+    finally:
+        store.close()
+
+
+def memory_limit(limit_bytes: int):
+    """A preexec_fn capping the address space, so a decoded bomb would fail the command."""
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_a_huge_sidecar_caption_is_an_item_error(tmp_path, invoke, store):
+    import zipfile
+
+    from promptmill.collect.imagefolder import MAX_CAPTION_BYTES
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", png(8))
+        zf.writestr("big.txt", "masterpiece, " * 1_000_000)
+        zf.writestr("small.png", png(9))
+        zf.writestr("small.txt", "a red square")
+    assert archive.stat().st_size < 200_000
+    invoke("01_collect", "zip", archive)
+    assert errors_by_reason(store) == {"caption too long": 1}
+    assert [c for (c,) in store.execute("SELECT text FROM captions")] == ["a red square"]
+    assert store.scalar("SELECT max(length(text)) FROM captions") < MAX_CAPTION_BYTES

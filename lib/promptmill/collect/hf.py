@@ -74,7 +74,11 @@ def image_bytes(value, roots: list[Path]) -> tuple[bytes | None, str | None]:
 
 
 def _read_inside(name: str, roots: list[Path]) -> tuple[bytes | None, str | None]:
-    path = Path(name).resolve()
+    """A relative path is read from the dataset's own folder (the first root)."""
+    path = Path(name)
+    if roots and not path.is_absolute():
+        path = roots[0] / path
+    path = path.resolve()
     if not any(path.is_relative_to(root) for root in roots):
         return None, f"path {name!r} is outside the dataset's folder"
     if not path.is_file():
