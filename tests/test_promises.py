@@ -362,3 +362,30 @@ def test_a_huge_sidecar_caption_is_an_item_error(tmp_path, invoke, store):
     assert errors_by_reason(store) == {"caption too long": 1}
     assert [c for (c,) in store.execute("SELECT text FROM captions")] == ["a red square"]
     assert store.scalar("SELECT max(length(text)) FROM captions") < MAX_CAPTION_BYTES
+
+
+# --- idempotency ------------------------------------------------------------------------------------
+
+
+def current_texts(store) -> list[str]:
+    return [t for (t,) in store.execute("SELECT text FROM current_captions ORDER BY image_id")]
+
+
+def test_the_same_caption_edit_never_applies_twice_to_a_chain(invoke, store, run):
+    from curation_fixtures import add_caption, add_images
+
+    for image_id in add_images(store, run, ["a.png", "b.png"]):
+        add_caption(store, run, image_id, "wd14", "1girl, solo")
+    prefix = ("06_caption", "edit", "--kind", "wd14", "--regex", "--replace", "^", "masterpiece, ")
+    invoke(*prefix)
+    invoke(*prefix)
+    assert current_texts(store) == ["masterpiece, 1girl, solo"] * 2
+    first_run = store.scalar("SELECT min(id) FROM runs WHERE command = 'edit'")
+    invoke("06_caption", "edit", "--undo", first_run)
+    assert current_texts(store) == ["1girl, solo"] * 2
+    invoke(*prefix)  # undone, so it may be applied again, once
+    invoke(*prefix)
+    assert current_texts(store) == ["masterpiece, 1girl, solo"] * 2
+    invoke("06_caption", "edit", "--kind", "wd14", "--add-trigger", "sks")
+    invoke(*prefix)  # another edit in between: still the same edit of the same chain
+    assert current_texts(store) == ["sks, masterpiece, 1girl, solo"] * 2

@@ -3,7 +3,10 @@
 An edit reads the head of each caption chain in scope (the newest caption
 nothing was derived from yet), applies the operations and, when the text
 changed, writes a caption of kind ``edit`` whose ``parent_id`` is that head and
-whose params name the operations, the chain's root caption and its kind. The
+whose params name the operations, the chain's root caption and its kind. An edit
+is keyed by (operations, root caption): the same edit of the same chain is never
+applied twice, whether re-run or resumed after a kill (``--regex --replace "^"
+"masterpiece, "`` prefixes once), unless an undo came in between. The
 current caption of an image for a kind is its newest head (view
 ``current_captions``). Undoing a run appends rows restoring the parents' text,
 so an undo is itself history and can be undone.
@@ -129,13 +132,21 @@ def heads_in_scope(store: Store, kinds: tuple[str, ...] = (), source_id: int | N
         where.append("h.image_id IN (SELECT image_id FROM image_origins WHERE source_id = ?)")
         params.append(source_id)
     return store.query(
-        f"""SELECT h.caption_id, h.image_id, h.lineage_kind, h.text,
+        f"""SELECT h.caption_id, h.image_id, h.lineage_kind, h.text, c.natural_key AS head_key,
+                   json_extract(c.params, '$.ops') AS head_ops,
                    CASE WHEN h.kind = 'edit' THEN json_extract(c.params, '$.root_id') ELSE h.caption_id END
                        AS root_id
             FROM caption_heads h JOIN captions c ON c.id = h.caption_id
             WHERE {' AND '.join(where)} ORDER BY h.caption_id""",
         params,
     )
+
+
+def edit_key(head: dict, ops_key: str) -> str:
+    """The natural key of applying ops OPS_KEY to HEAD's chain: one per (operations, root caption), and
+    a fresh one right after an undo, so an undone edit can be applied again."""
+    key = f"edit:{head['root_id']}:{ops_key}"
+    return f"{key}:after:{head['caption_id']}" if head["head_key"].startswith("undo:") else key
 
 
 def _insert_edit(conn, run: Run, image_id: int, parent_id: int, text: str, params: dict,
@@ -178,12 +189,15 @@ def edit_captions(store: Store, run: Run, ops: EditOps, kinds: tuple[str, ...] =
                     if text == head["text"]:
                         run.add("captions unchanged")
                         continue
+                    if head["head_ops"] and json.loads(head["head_ops"]) == ops_dict:
+                        run.add("edits already there")  # the head is this very edit (keyed before by parent)
+                        continue
                     if not text:
                         run.add("captions left empty, not edited")
                         continue
                     params = {"ops": ops_dict, "root_id": head["root_id"], "root_kind": head["lineage_kind"]}
                     added = _insert_edit(conn, run, head["image_id"], head["caption_id"], text, params,
-                                         f"edit:{head['caption_id']}:{ops_key}")
+                                         edit_key(head, ops_key))
                     run.add("captions edited" if added else "edits already there")
             progress.update(len(batch))
 
