@@ -18,7 +18,7 @@ import click
 
 from promptmill import __version__
 from promptmill.core.errors import BadInput, PromptmillError, storage_error
-from promptmill.core.runs import Run, redact_params, start_run
+from promptmill.core.runs import Interrupted, Run, redact_params, start_run
 from promptmill.core.store import default_db_path, open_readonly, open_store
 
 __all__ = ["BadInput", "StepGroup", "db_option", "main", "promptmill", "read_only", "step_run"]
@@ -203,4 +203,7 @@ def main(group: click.Group = promptmill):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Interrupted:
+        click.echo("interrupted (SIGTERM)", err=True)
+        sys.exit(143)
     sys.exit(0)

@@ -11,17 +11,21 @@ the main process only writes (multi-row INSERTs, see :class:`Collector`).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import hashlib
 import multiprocessing
 import os
+import signal
 import struct
+import zlib
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from queue import Full
+from queue import Empty, Full
 
 from promptmill.collect.base import Collector, SourceInfo, file_sha256
+from promptmill.core.errors import PromptmillError
 from promptmill.core.progress import bar
 from promptmill.core.text import _EDGE_PUNCTUATION, normalize
 
@@ -238,7 +242,16 @@ def read_blocks(fh, block_bytes: int = BLOCK_BYTES, max_line_bytes: int = MAX_LI
 
 def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: int):
     """Yield (first position, ParsedBlock or None when already committed, lines read, file offset,
-    where the parsed lines start in the file or None) per block."""
+    where the parsed lines start in the file or None) per block. Damaged compressed data (a
+    truncated .txt.gz) ends it with a PromptmillError after the lines before the damage."""
+    try:
+        yield from _parsed_blocks(path, done_upto, max_line_bytes, block_bytes)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise PromptmillError(f"{path.name} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                              "the lines decoded before it are stored") from None
+
+
+def _parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: int):
     position = 0  # lines read so far; the first line is position 1
     with open_binary(path) as fh:
         raw_fh, as_is = underlying_file(fh)
@@ -264,23 +277,37 @@ def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
     """Worker process: parse blocks ahead of the writer; exit if the writer was killed.
 
     A block that is the file's bytes as they are travels as its place in the file: the
-    writer reads it back from the page cache for less than a trip through the pipe."""
-    for first, parsed, position, offset, block_at in parsed_blocks(path, done_upto, max_line_bytes, block_bytes):
-        span = None
-        if parsed is not None and block_at is not None:
-            span, parsed.block = (block_at, len(parsed.block)), b""
-        while True:
-            try:
-                queue.put((first, parsed, position, offset, span), timeout=1)
-                break
-            except Full:
-                if os.getppid() != parent_pid:
-                    os._exit(0)
-    queue.put(None)
+    writer reads it back from the page cache for less than a trip through the pipe. A
+    failure travels as ("failed", why)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: SIGTERM simply ends it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    try:
+        for first, parsed, position, offset, block_at in parsed_blocks(path, done_upto, max_line_bytes,
+                                                                       block_bytes):
+            span = None
+            if parsed is not None and block_at is not None:
+                span, parsed.block = (block_at, len(parsed.block)), b""
+            _put(queue, (first, parsed, position, offset, span), parent_pid)
+    except BaseException as exc:  # noqa: BLE001 - whatever it was, the writer must hear of it
+        _put(queue, ("failed", str(exc) if isinstance(exc, PromptmillError) else f"{type(exc).__name__}: {exc}"),
+             parent_pid)
+    else:
+        _put(queue, None, parent_pid)
+
+
+def _put(queue, item, parent_pid):
+    while True:
+        try:
+            queue.put(item, timeout=1)
+            return
+        except Full:
+            if os.getppid() != parent_pid:
+                os._exit(0)
 
 
 def parsed_blocks_in_worker(path: Path, done_upto: int, max_line_bytes: int, block_bytes: int):
-    """parsed_blocks, computed in a forked process so parsing overlaps the database writes."""
+    """parsed_blocks, computed in a forked process so parsing overlaps the database writes.
+    Close it (or exhaust it) so the worker is ended on every path out."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue(maxsize=QUEUED_BLOCKS)
     worker = context.Process(target=_produce, daemon=True,
@@ -288,7 +315,9 @@ def parsed_blocks_in_worker(path: Path, done_upto: int, max_line_bytes: int, blo
     worker.start()
     try:
         with open(path, "rb") as fh:
-            while (item := queue.get()) is not None:
+            while (item := _get(queue, worker)) is not None:
+                if item[0] == "failed":
+                    raise PromptmillError(item[1])
                 first, parsed, position, offset, span = item
                 if span is not None:
                     parsed.block = os.pread(fh.fileno(), span[1], span[0])
@@ -298,6 +327,18 @@ def parsed_blocks_in_worker(path: Path, done_upto: int, max_line_bytes: int, blo
         worker.join()
 
 
+def _get(queue, worker):
+    """The next item from the worker; a worker that died without a word is a failure, not a hang."""
+    while True:
+        try:
+            return queue.get(timeout=1)
+        except Empty:
+            if not worker.is_alive():
+                with contextlib.suppress(Empty):
+                    return queue.get(timeout=1)
+                raise PromptmillError(f"the parser process ended unexpectedly (exit code {worker.exitcode})") from None
+
+
 def collect_lines(collector: Collector, path: Path, max_line_bytes: int = MAX_LINE_BYTES,
                   block_bytes: int = BLOCK_BYTES, worker: bool | None = None) -> int:
     """Feed every line to the collector; return the number of lines read.
@@ -305,25 +346,32 @@ def collect_lines(collector: Collector, path: Path, max_line_bytes: int = MAX_LI
     Blank lines are counted and skipped; undecodable, over-long or punctuation-only
     lines become item errors. Lines an earlier killed run committed are skipped.
     Files bigger than a few blocks are parsed in a worker process (``worker=None``)."""
-    run = collector.run
     size = os.path.getsize(path)
     if worker is None:
         worker = size > 4 * block_bytes and "fork" in multiprocessing.get_all_start_methods()
     blocks = (parsed_blocks_in_worker if worker else parsed_blocks)(
         path, collector.done_upto, max_line_bytes, block_bytes)
     position, last_offset = 0, 0
-    with bar(size, f"text {path.name}", "B", True) as progress:
-        for first, parsed, lines_read, offset, _ in blocks:
-            position = lines_read
-            if parsed is not None:
-                for index, reason, detail in parsed.errors:
-                    collector.add_error(first + index, reason, detail)
-                indexes = parsed.indexes
-                positions = (range(first, first + len(indexes)) if isinstance(indexes, range)
-                             else [first + i for i in indexes])
-                collector.add_text_rows(positions, parsed.texts, parsed.hashes)
-                if parsed.blanks:
-                    run.add("blank lines skipped", parsed.blanks)
-            progress.update(offset - last_offset)
-            last_offset = offset
+    with contextlib.closing(blocks), bar(size, f"text {path.name}", "B", True) as progress:
+        try:
+            for first, parsed, lines_read, offset, _ in blocks:
+                position = lines_read
+                if parsed is not None:
+                    _add_block(collector, first, parsed)
+                progress.update(offset - last_offset)
+                last_offset = offset
+        except PromptmillError:
+            collector.flush()  # damaged input: keep the lines read before the damage
+            raise
     return position
+
+
+def _add_block(collector: Collector, first: int, parsed: ParsedBlock):
+    for index, reason, detail in parsed.errors:
+        collector.add_error(first + index, reason, detail)
+    indexes = parsed.indexes
+    positions = (range(first, first + len(indexes)) if isinstance(indexes, range)
+                 else [first + i for i in indexes])
+    collector.add_text_rows(positions, parsed.texts, parsed.hashes)
+    if parsed.blanks:
+        collector.run.add("blank lines skipped", parsed.blanks)

@@ -153,6 +153,7 @@ class Run:
         self.command = command
         self.params = params
         self.counts: Counter = Counter()
+        self.pending: Counter = Counter()  # counted inside a transaction not yet committed
         argv = list(sys.argv if argv is None else argv)
         mark_abandoned_runs(store)
         with store.transaction():
@@ -164,9 +165,17 @@ class Run:
                  code_version(), json.dumps(library_versions()), socket.gethostname(), os.getpid(), now()),
             )
         self.id = cursor.lastrowid
+        store.settle_hooks.append(self._settle)
 
     def add(self, key: str, n: int = 1):
-        self.counts[key] += n
+        """Count an outcome. Inside a transaction it counts once the transaction commits, so a batch
+        rolled back (a kill, a full disk) is never reported as stored."""
+        (self.pending if self.store.conn.in_transaction else self.counts)[key] += n
+
+    def _settle(self, committed: bool):
+        if committed:
+            self.counts.update(self.pending)
+        self.pending.clear()
 
     def save_counts(self):
         """Store the counts so far (long runs call this now and then)."""
@@ -190,8 +199,11 @@ class Run:
     def __exit__(self, exc_type, exc, tb):
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, self._old_term)
+        if self._settle in self.store.settle_hooks:
+            self.store.settle_hooks.remove(self._settle)
         if self.store.conn.in_transaction:
             self.store.execute("ROLLBACK")
+        self.pending.clear()
         if exc_type is None:
             self.finish("ok")
         elif issubclass(exc_type, (KeyboardInterrupt, Interrupted)):

@@ -33,6 +33,7 @@ class Store:
         self.path = Path(path)
         self.conn = conn
         self.blobs = BlobStore(self.path.parent / "blobs")
+        self.settle_hooks: list = []  # called with True after a commit, False after a rollback
 
     @contextlib.contextmanager
     def transaction(self):
@@ -45,9 +46,15 @@ class Store:
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")
+            self._settle(False)
             raise
         else:
             self.conn.execute("COMMIT")
+            self._settle(True)
+
+    def _settle(self, committed: bool):
+        for hook in self.settle_hooks:
+            hook(committed)
 
     def execute(self, sql: str, params=()):
         return self.conn.execute(sql, params)
