@@ -465,3 +465,103 @@ def test_a_writer_error_ends_a_big_text_import(big_text, tmp_path):
     result = run_script("01_collect", "text", "--db", db, big_text[0], timeout=120,
                         preexec_fn=full_disk(os.path.getsize(db) + 2_000_000))
     assert one_line_failure(result).startswith("error: database: ")
+
+
+# --- bad input: reported, never fatal, never garbled ------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+GOOD_MESSAGE = {"id": "1", "type": "Default", "timestamp": "t", "content": "a quiet harbour at dawn",
+                "author": {"id": "5", "isBot": False}}
+
+
+def reasons(store) -> list[str]:
+    return [r for (r,) in store.execute("SELECT reason FROM item_errors ORDER BY id")]
+
+
+def test_a_non_utf8_file_name_is_imported_with_a_readable_locator(tmp_path, invoke, store):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "fine.png").write_bytes(png(8))
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as fh:
+        fh.write(png(9))
+    invoke("01_collect", "imagefolder", folder)
+    locators = sorted(r for (r,) in store.execute("SELECT locator FROM image_origins"))
+    assert locators == ["caf\\xe9.png", "fine.png"]
+
+
+def test_json_nested_100k_deep_is_an_item_error_and_keeps_what_came_before(tmp_path, invoke, store):
+    discord = tmp_path / "export.json"
+    discord.write_text(json.dumps({"guild": {}, "channel": {}, "messages": [GOOD_MESSAGE]})[:-2]
+                       + ", " + DEEP + "]}")
+    invoke("01_collect", "discord", discord, "--format", "messages")
+    assert store.count("prompts") == 1 and reasons(store) == ["malformed export"]
+
+    table = tmp_path / "rows.jsonl"
+    table.write_text('{"prompt": "a red fox"}\n' + DEEP + '\n{"prompt": "a blue owl"}\n')
+    invoke("01_collect", "table", table)
+    assert store.count("prompts") == 3 and reasons(store)[1:] == ["malformed JSON"]
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(png(8))
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a red square"}\n' + DEEP + "\n")
+    invoke("01_collect", "imagefolder", folder)
+    assert store.count("image_origins") == 1 and reasons(store)[2:] == ["bad metadata row"]
+
+    export = tmp_path / "ls.json"
+    export.write_text('[{"id": 1, "data": {"image": "x.png"}, "annotations": []}, ' + DEEP + "]")
+    invoke("07_label", "ls-import", export)
+    assert reasons(store)[3:] == ["malformed task"]
+
+
+def test_an_endless_quoted_csv_field_is_one_error_not_millions_of_prompts(tmp_path, invoke, store):
+    table = tmp_path / "prompts.csv"
+    with open(table, "w", encoding="utf-8") as fh:
+        fh.write('prompt\na red fox\n"' + "an endless, quoted field\n" * 700_000 + "\na blue owl\n")
+    assert table.stat().st_size > 16 << 20
+    invoke("01_collect", "table", table)
+    assert [t for (t,) in store.execute("SELECT text FROM prompts")] == ["a red fox"]
+    assert reasons(store) == ["malformed row"]
+
+
+def test_nul_only_cr_only_and_wrong_typed_cells(tmp_path, invoke, store):
+    table = tmp_path / "nul.csv"
+    table.write_text("prompt\n\x00\n\x00\x00 \na red fox\n")
+    invoke("01_collect", "table", table)
+    assert [t for (t,) in store.execute("SELECT text FROM prompts")] == ["a red fox"]
+    assert reasons(store) == ["empty", "empty"]
+
+    mac = tmp_path / "mac.txt"
+    mac.write_bytes(b"\r".join(f"prompt {i}, a lighthouse".encode() for i in range(1000)) + b"\r")
+    invoke("01_collect", "text", mac)
+    assert store.count("prompts") == 1001 and len(reasons(store)) == 2
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"bytes": pa.array([b"a cat on a mat", b"\xff\xfe"]), "lists": pa.array([["a", "cat"], ["dog"]]),
+               "floats": pa.array([float("nan"), 2.5])}
+    for name, values in columns.items():
+        pq.write_table(pa.table({"prompt": values}), tmp_path / f"{name}.parquet")
+        invoke("01_collect", "table", tmp_path / f"{name}.parquet")
+    texts = [t for (t,) in store.execute("SELECT text FROM prompts WHERE text NOT LIKE 'prompt %' ORDER BY id")]
+    assert texts == ["a red fox", "a cat on a mat", "2.5"]
+    assert not any(t.startswith(("b'", "[")) or t == "nan" for t in texts)
+    assert reasons(store)[2:] == ["not text", "not text", "not text", "empty"]
+
+
+def test_duplicate_and_dot_only_names_in_a_zip_are_reported(tmp_path, invoke, store):
+    import zipfile
+
+    archive = tmp_path / "set.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("a.png", png(8))
+            zf.writestr("a.png", png(9))
+            zf.writestr("..png", png(10))
+            zf.writestr("....png", png(11))
+            zf.writestr("b.png", png(12))
+    invoke("01_collect", "zip", archive)
+    assert store.count("image_origins") == 2
+    assert sorted(reasons(store)) == ["duplicate member", "hidden file", "hidden file"]

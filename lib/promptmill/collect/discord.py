@@ -102,7 +102,7 @@ def iter_json_export(fh) -> tuple[dict, Iterator]:
         buffer += chunk
     try:
         header = json.loads(buffer[:match.start()].rstrip().rstrip(",") + "}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         header = {}
 
     def messages() -> Iterator[dict]:
@@ -121,6 +121,8 @@ def iter_json_export(fh) -> tuple[dict, Iterator]:
                 return
             try:
                 message, end = decoder.raw_decode(text, index)
+            except RecursionError:
+                raise MalformedExport("a message nested too deep to read") from None
             except json.JSONDecodeError as exc:
                 if eof and (exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated")):
                     raise CutOff(f"the file ends inside a message ({exc.msg})") from None

@@ -87,7 +87,7 @@ def metadata_rows(tree, name: str) -> Iterator[tuple[dict | None, str | None]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             yield None, f"malformed JSON: {exc}"
             continue
         yield (row, None) if isinstance(row, dict) else (None, "not a JSON object")

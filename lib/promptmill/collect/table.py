@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -117,6 +118,9 @@ def csv_batches(path: Path, layout: Layout, delimiter: str) -> Iterator[list[dic
             except StopIteration:
                 break
             except csv.Error as exc:
+                if "field limit" in str(exc):  # inside an endless quoted field: what follows is not rows
+                    batch.append({"__error__": ("malformed row", f"{exc}; the rest of the file is not read")})
+                    break
                 batch.append({"__error__": ("malformed row", str(exc))})
                 continue
             batch.append(dict(zip(header, values)))
@@ -135,7 +139,7 @@ def jsonl_batches(path: Path) -> Iterator[list[dict]]:
                 continue
             try:
                 row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 row = {"__error__": ("malformed JSON", str(exc))}
             batch.append(row if isinstance(row, dict) else {"__error__": ("not a JSON object", "")})
             if len(batch) >= BATCH_ROWS:
@@ -158,6 +162,25 @@ def _plain(value):
     return value
 
 
+def as_text(value) -> tuple[str | None, str | None]:
+    """(text, None) of a cell, or (None, what it holds) when it is not text: a parquet column of
+    bytes, lists or structs is never stored as a Python repr. Numbers read as their digits; NaN is empty."""
+    if value is None or isinstance(value, str):
+        return value, None
+    if isinstance(value, bool):
+        return None, "a boolean"
+    if isinstance(value, float) and math.isnan(value):
+        return None, None
+    if isinstance(value, (int, float)):
+        return str(value), None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8"), None
+        except UnicodeDecodeError:
+            return None, "bytes that are not UTF-8 text"
+    return None, f"a {type(value).__name__}, not text"
+
+
 def add_row(collector: Collector, position: int, row: dict, layout: Layout):
     if "__error__" in row:
         reason, detail = row["__error__"]
@@ -169,8 +192,11 @@ def add_row(collector: Collector, position: int, row: dict, layout: Layout):
     if layout.column not in row:
         collector.add_error(position, "missing column", layout.column)
         return
-    text = row[layout.column]
-    if text is None or not str(text).strip():
+    text, problem = as_text(row[layout.column])
+    if problem:
+        collector.add_error(position, "not text", f"{layout.column!r} holds {problem}")
+        return
+    if text is None or not text.replace("\x00", "").strip():
         collector.add_error(position, "empty", f"no text in {layout.column!r}")
         return
     text = str(text)  # as found: trimming is 02_clean's job

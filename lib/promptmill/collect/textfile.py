@@ -240,6 +240,16 @@ def read_blocks(fh, block_bytes: int = BLOCK_BYTES, max_line_bytes: int = MAX_LI
         yield pending, 0, pending_at
 
 
+class CarriageReturns:
+    """A file whose lines end in a lone CR (classic Mac OS), read as if they ended in LF."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def read(self, size: int) -> bytes:
+        return self.fh.read(size).replace(b"\r", b"\n")
+
+
 def parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes: int):
     """Yield (first position, ParsedBlock or None when already committed, lines read, file offset,
     where the parsed lines start in the file or None) per block. Damaged compressed data (a
@@ -255,7 +265,11 @@ def _parsed_blocks(path: Path, done_upto: int, max_line_bytes: int, block_bytes:
     position = 0  # lines read so far; the first line is position 1
     with open_binary(path) as fh:
         raw_fh, as_is = underlying_file(fh)
-        for block, _, block_at in read_blocks(fh, block_bytes, max_line_bytes):
+        head = fh.peek(block_bytes)[:block_bytes] if hasattr(fh, "peek") else b""
+        cr_only = b"\r" in head and b"\n" not in head
+        lines = CarriageReturns(fh) if cr_only else fh
+        as_is = as_is and not cr_only  # lines ended in CR are not the file's bytes as they are
+        for block, _, block_at in read_blocks(lines, block_bytes, max_line_bytes):
             if block is None:
                 continue
             first = position + 1
