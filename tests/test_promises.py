@@ -683,3 +683,36 @@ def test_fuzzed_input_never_crashes_a_reader_and_every_item_is_accounted_for(rea
     MEMBER_NAMES, st.text(max_size=30))), max_size=6).map(b"\n".join))
 def test_fuzzed_imagefolder_metadata_never_crashes_and_every_item_is_accounted_for(image, metadata):
     fuzz_one(("01_collect", "imagefolder"), "", image, metadata)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_the_parser_process_dies_with_a_sigkilled_import(big_text, tmp_path):
+    from promptmill.core.runs import pid_alive
+
+    db = tmp_path / "db" / "promptmill.db"
+    argv = [sys.executable, str(paths.STEPS_DIR / "01_collect.py"), "text", "--db", str(db), str(big_text[0])]
+    proc = subprocess.Popen(argv, env={**os.environ, "PROMPTMILL_PROGRESS": "0"}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not (db.exists() and stored(db)[1]):
+        time.sleep(0.05)
+    workers = children_of(proc.pid)
+    proc.kill()
+    proc.wait()
+    if not workers:
+        pytest.skip("the import finished before the kill")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(pid_alive(pid) for pid in workers)

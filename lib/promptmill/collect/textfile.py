@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import gzip
 import hashlib
 import multiprocessing
@@ -36,6 +37,7 @@ BLOCK_BYTES = 1 << 20
 # Parsed blocks the worker may run ahead of the writer: more than one batch of rows, so it
 # keeps parsing while a batch is written.
 QUEUED_BLOCKS = 8
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _EDGE_BYTES = _EDGE_PUNCTUATION.encode()
 # Upper case ASCII to lower case, and the ASCII characters str.split() treats as whitespace
 # (besides space and newline) to spaces: what normalize() does to ASCII, in one pass.
@@ -295,6 +297,7 @@ def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
     failure travels as ("failed", why)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: SIGTERM simply ends it
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    _die_with_parent(parent_pid)
     try:
         for first, parsed, position, offset, block_at in parsed_blocks(path, done_upto, max_line_bytes,
                                                                        block_bytes):
@@ -307,6 +310,16 @@ def _produce(path, done_upto, max_line_bytes, block_bytes, queue, parent_pid):
              parent_pid)
     else:
         _put(queue, None, parent_pid)
+
+
+def _die_with_parent(parent_pid: int):
+    """On Linux, have the kernel end this worker when the writer dies (kill -9 included): a worker
+    done parsing would otherwise wait forever to flush its last blocks into a pipe nobody reads."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the writer died before the request was made
+        os._exit(0)
 
 
 def _put(queue, item, parent_pid):
