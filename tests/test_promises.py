@@ -52,6 +52,7 @@ def paid_keys(store) -> tuple[int, int]:
 
 
 @pytest.mark.resilience
+@pytest.mark.slow
 def test_two_describe_processes_pay_each_prompt_once(tmp_path):
     prompts = 80
     db = tmp_path / "db" / "promptmill.db"
@@ -74,6 +75,7 @@ def test_two_describe_processes_pay_each_prompt_once(tmp_path):
 
 
 @pytest.mark.resilience
+@pytest.mark.slow
 def test_two_augment_processes_share_one_target_and_pay_each_request_once(tmp_path):
     db = tmp_path / "db" / "promptmill.db"
     target, per_call, concurrency = 60, 5, 2
@@ -432,6 +434,7 @@ def stored(db) -> tuple[list[dict], int]:
         store.close()
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_big_text_import_as_interrupted(big_text, tmp_path):
     db = tmp_path / "db" / "promptmill.db"
     argv = [sys.executable, str(paths.STEPS_DIR / "01_collect.py"), "text", "--db", str(db), str(big_text[0])]
@@ -463,6 +466,7 @@ def test_a_truncated_gzip_fails_the_run_in_one_line(big_text, tmp_path, size):
     assert runs[-1]["status"] == "failed" and json.loads(runs[-1]["counts"]).get("prompts added", 0) == prompts
 
 
+@pytest.mark.slow
 def test_a_writer_error_ends_a_big_text_import(big_text, tmp_path):
     db = tmp_path / "db" / "promptmill.db"
     assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a cat"])).returncode == 0
@@ -665,6 +669,7 @@ FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reader", list(READERS))
 def test_fuzzed_input_never_crashes_a_reader_and_every_item_is_accounted_for(reader):
     command, file_name, strategy = READERS[reader]
@@ -677,6 +682,7 @@ def test_fuzzed_input_never_crashes_a_reader_and_every_item_is_accounted_for(rea
     check()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(MEMBER_DATA, st.lists(st.one_of(RAW, st.builds(
     lambda name, text: json.dumps({"file_name": name, "text": text}).encode(),
@@ -697,6 +703,7 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_the_parser_process_dies_with_a_sigkilled_import(big_text, tmp_path):
     from promptmill.core.runs import pid_alive
