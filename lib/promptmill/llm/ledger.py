@@ -145,13 +145,15 @@ class Ledger:
 
     def claim(self, key: str, retry_failed: bool, scope: str | None = None) -> tuple[str, dict | None]:
         """Decide KEY in one write transaction: ('paid', row) to reuse, ('failed', row) to skip,
-        ('busy', None) while another live run has it in flight, else ('claimed', None): send it."""
+        ('busy', None) while another live run has it in flight, else ('claimed', None): send it.
+        What is settled already is answered by a read; only a key that may be sent takes the lock."""
+        settled = self._settled(key, retry_failed)
+        if settled:
+            return settled
         with self.store.transaction() as conn:
-            found = self.find(key)
-            if found and found["status"] == "ok":
-                return "paid", found
-            if found and not retry_failed:
-                return "failed", found
+            settled = self._settled(key, retry_failed)  # another process may have stored it meanwhile
+            if settled:
+                return settled
             holder = self.store.query("SELECT c.*, r.status FROM api_claims c JOIN runs r ON r.id = c.run_id "
                                       "WHERE c.idempotency_key = ?", (key,))
             if holder and _live(holder[0]):
@@ -162,6 +164,14 @@ class Ledger:
                 "run_id = excluded.run_id, pid = excluded.pid, host = excluded.host, claimed_at = excluded.claimed_at",
                 (key, scope, self.run.id, os.getpid(), socket.gethostname(), now()))
             return "claimed", None
+
+    def _settled(self, key: str, retry_failed: bool) -> tuple[str, dict] | None:
+        found = self.find(key)
+        if found and found["status"] == "ok":
+            return "paid", found
+        if found and not retry_failed:
+            return "failed", found
+        return None
 
     def release(self, conn, key: str):
         """Drop this run's claim on KEY (inside the transaction that stores its answer, or on giving up)."""

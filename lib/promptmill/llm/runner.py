@@ -12,6 +12,8 @@ own retries are turned off so attempts don't multiply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -225,7 +227,9 @@ class CallRunner:
         try:
             asyncio.run(self._run(jobs, should_stop, hold))
         finally:
-            self.ledger.release_all()
+            # A database that can't be written now (full disk) keeps the claims; they lapse with the run.
+            with contextlib.suppress(sqlite3.Error):
+                self.ledger.release_all()
         if self.stop_reason:
             click.echo(f"stopped: {self.stop_reason}", err=True)
             if self.fatal:
