@@ -723,3 +723,21 @@ def test_the_parser_process_dies_with_a_sigkilled_import(big_text, tmp_path):
     while time.monotonic() < deadline and any(pid_alive(pid) for pid in workers):
         time.sleep(0.1)
     assert not any(pid_alive(pid) for pid in workers)
+
+
+def test_a_push_that_changes_nothing_records_no_second_push(tmp_path, invoke, store, db_path):
+    from upload_fixtures import build_release_db
+
+    from fakes.hub_server import FakeHub
+
+    build_release_db(store)
+    invoke("09_upload", "prompts", tmp_path / "prompts", "--release", "plist", "--no-card")
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": hub.token}
+        for _ in range(2):
+            result = run_script("09_upload", "push", "--db", db_path, "me/prompts", "--release", "plist", env=env)
+            assert result.returncode == 0, result.stderr
+        assert len(hub.repos["me/prompts"].commits) == 1
+    assert store.count("release_pushes") == 1
+    assert "files already on the Hub, unchanged" in result.stderr
