@@ -29,6 +29,7 @@ METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
 SPLIT_FOLDERS = ("train", "validation", "test")
 SIDECAR_SUFFIXES = (".txt", ".caption")
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
+MAX_CAPTION_BYTES = 64 * 1024  # a longer sidecar or metadata caption is an item error, not 200 MB of text
 TEXT_AS = ("caption", "prompt", "both")
 
 
@@ -43,7 +44,10 @@ class FolderTree:
             name = path.relative_to(self.root).as_posix()
             if path.is_symlink():
                 self.problems.append((name, "symlink", "symbolic links are not followed"))
-            elif path.is_file() and not any(part.startswith(".") for part in PurePosixPath(name).parts):
+            elif path.is_file() and hidden(name):
+                if is_image_name(name):
+                    self.problems.append((name, "hidden file", "names starting with a dot are skipped"))
+            elif path.is_file():
                 self.names.append(name)
         self._names = set(self.names)
 
@@ -61,8 +65,28 @@ class FolderTree:
         return data
 
 
+def hidden(name: str) -> bool:
+    """Dot files and anything in a dot folder (.git, .cache): skipped, and reported when they look like images."""
+    return any(part.startswith(".") for part in PurePosixPath(name).parts)
+
+
+def printable(name: str) -> str:
+    """A file name as it can be stored: bytes that are not UTF-8 shown as \\x escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _text(tree, name: str) -> str:
-    return decode_text(tree.read(name)).strip()
+    return decode_text(tree.read(name, MAX_CAPTION_BYTES)).strip()
+
+
+def _caption(text) -> tuple[str | None, tuple[str, str] | None]:
+    """(caption, None), or (None, problem) when it is over MAX_CAPTION_BYTES."""
+    if text is None:
+        return None, None
+    text = str(text)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CAPTION_BYTES:
+        return None, ("caption too long", f"over {MAX_CAPTION_BYTES:,} bytes")
+    return text, None
 
 
 def metadata_files(tree) -> list[str]:
@@ -155,17 +179,25 @@ def items(tree, text_column: str) -> Iterator[dict]:
                 elif member not in tree:
                     yield {"name": locator, "problem": ("missing file", member)}
                 else:
-                    text = row.get(text_column)
+                    text, too_long = _caption(row.get(text_column))
+                    if too_long:
+                        yield {"name": locator, "problem": too_long}
+                        continue
                     extra = {k: v for k, v in row.items() if k not in ("file_name", text_column)}
                     if split:
                         extra["split"] = split
-                    yield {"name": member, "text": None if text is None else str(text), "meta": extra}
+                    yield {"name": member, "text": text, "meta": extra}
         return
     for name in tree.names:
         if not is_image_name(name):
             continue
         sidecar = sidecar_of(tree, name)
-        yield {"name": name, "text": _text(tree, sidecar) if sidecar else None, "meta": {}}
+        try:
+            text = _text(tree, sidecar) if sidecar else None
+        except ValueError as exc:
+            yield {"name": name, "problem": ("caption too long", f"{sidecar}: {exc}")}
+            continue
+        yield {"name": name, "text": text, "meta": {}}
 
 
 def collect_tree(collector: Collector, tree, text_column: str = "text", text_as: str = "caption",
@@ -180,18 +212,19 @@ def collect_tree(collector: Collector, tree, text_column: str = "text", text_as:
                 continue
             if "problem" in item:
                 reason, detail = item["problem"]
-                collector.add_error(position, reason, detail, item["name"])
+                collector.add_error(position, reason, printable(detail), printable(item["name"]))
                 continue
             try:
                 data = tree.read(item["name"])
             except Exception as exc:  # a damaged file or member is this item's problem, not the run's
-                collector.add_error(position, "unreadable file", f"{type(exc).__name__}: {exc}", item["name"])
+                collector.add_error(position, "unreadable file", printable(f"{type(exc).__name__}: {exc}"),
+                                    printable(item["name"]))
                 continue
             text = item["text"]
             used_as = text_as if text_as == "both" else item.get("text_as", text_as)
             parts = parts or "diffusiondb_part" in item["meta"]
             collector.add_image(
-                position, data, item["name"],
+                position, data, printable(item["name"]),
                 caption=text if used_as in ("caption", "both") else None,
                 prompt=text if used_as in ("prompt", "both") else None,
                 meta=normalize_meta(item["meta"]) or None,

@@ -200,7 +200,7 @@ class HfSource(Source):
         o = self.options
         yield (hf.source_info(o["dataset"], o["split"], o["config"], self.columns),
                lambda c: hf.collect_dataset(c, self.loaded, o["prompt_column"], o["image_column"],
-                                            o["text_column"]))
+                                            o["text_column"], hf.allowed_roots(o["dataset"])))
 
 
 class GelbooruSource(Source):
@@ -223,7 +223,7 @@ class GelbooruSource(Source):
         try:
             self.client = gelbooru.Client(options["base_url"], gelbooru.credentials_from_env(),
                                           delay=options["delay"])
-        except gelbooru.MissingCredentials as exc:
+        except (gelbooru.MissingCredentials, gelbooru.Refused) as exc:
             raise BadInput(str(exc)) from None
 
     def imports(self):
