@@ -323,7 +323,7 @@ def test_the_pixel_limit_is_checked_from_the_header_before_any_decode(bomb, tmp_
     try:
         sha, _ = store.blobs.put(bomb, "png")
         with pytest.raises(TooManyPixels):
-            open_rgb(store, sha, "png")
+            open_rgb(store.blobs, sha, "png")
     finally:
         store.close()
     assert open_image(io.BytesIO(png(8))).size == (8, 8)
