@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from promptmill.core.errors import BadInput
-from promptmill.core.images import FORMAT_EXT
+from promptmill.core.images import FORMAT_EXT, MAX_PIXELS
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.store import Store
@@ -108,9 +108,10 @@ def check_image(path: Path, rules: ImageRules, locators: list[str] = ()) -> Imag
             return ImageVerdict(False, "not-an-image", "Pillow cannot identify it")
         except Exception as exc:  # noqa: BLE001 - any header failure is this file's problem
             return ImageVerdict(False, "corrupt", f"{type(exc).__name__}: {exc}"[:200])
-        if width * height > rules.max_pixels:
+        limit = min(rules.max_pixels, MAX_PIXELS)  # never decode past the project's safety limit
+        if width * height > limit:
             return ImageVerdict(False, "decompression-bomb",
-                                f"{width}x{height} = {width * height:,} pixels > {rules.max_pixels:,}")
+                                f"{width}x{height} = {width * height:,} pixels > {limit:,}")
         ext = FORMAT_EXT.get(fmt, (fmt or "").lower())
         if ext not in rules.formats:
             return ImageVerdict(False, "format-not-allowed", f"{fmt} not in {', '.join(rules.formats)}")

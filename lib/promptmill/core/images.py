@@ -10,10 +10,10 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
-# The one pixel limit: nothing decodes an image whose header claims more (see open_image); Pillow
-# itself refuses twice this many and warns above it. 02_clean drops such images by its own rule.
+# The one pixel limit: nothing decodes an image whose header claims more (see open_image). It is a
+# safety limit, set here rather than in Pillow's global Image.MAX_IMAGE_PIXELS so that importing
+# promptmill changes nothing for other code; 02_clean's --max-pixels is the dataset's own policy.
 MAX_PIXELS = 100_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tif",
               "MPO": "jpg", "ICO": "ico", "PPM": "ppm", "AVIF": "avif"}

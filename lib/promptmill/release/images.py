@@ -68,15 +68,17 @@ def image_file(store: Store, item: dict, normalize: bool, readable: set[str] | N
     or when its extension is not in READABLE (what the consumer opens)."""
     import hashlib
 
-    from PIL import Image
-
-    from promptmill.core.images import to_rgb8
+    from promptmill.core.images import TooManyPixels, open_image, to_rgb8
 
     blob = ImageFile(item["ext"], item["sha256"], item["width"], item["height"])
     unreadable = readable is not None and item["ext"] not in readable
     if not normalize and not unreadable:
         return blob
-    with Image.open(store.blobs.path_for(item["sha256"], item["ext"])) as image:
+    try:
+        image = open_image(store.blobs.path_for(item["sha256"], item["ext"]))
+    except TooManyPixels:
+        return blob  # too large to decode safely: exported as stored (02_clean --max-pixels drops these)
+    with image:
         if not unreadable and not needs_conversion(image):
             return blob
         image.seek(0)
