@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from promptmill.clean import prompts as cp  # noqa: E402
-from promptmill.collect.base import Collector, SourceInfo  # noqa: E402
-from promptmill.core.runs import start_run  # noqa: E402
-from promptmill.core.store import open_store  # noqa: E402
+from promptmill.clean import prompts as cp
+from promptmill.collect.base import Collector, SourceInfo
+from promptmill.core.runs import start_run
+from promptmill.core.store import open_store
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-prompts"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "prompts"

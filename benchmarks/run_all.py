@@ -72,7 +72,7 @@ def main(argv=None) -> int:
             rows.extend(run_one(name, args.quick))
         except SystemExit as exc:  # a benchmark that can't run here (e.g. no CUDA) says why
             rows.append({"name": name, "figure": f"not run: {exc}"})
-        except Exception as exc:  # one broken benchmark must not hide the others' figures
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
             traceback.print_exc()
             rows.append({"name": name, "figure": f"failed: {type(exc).__name__}: {exc}"})
             failed += 1

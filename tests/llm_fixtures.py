@@ -12,7 +12,7 @@ import paths
 
 sys.path.insert(0, str(paths.ROOT / "tests"))
 
-from fakes.openai_server import FakeOpenAI  # noqa: E402
+from fakes.openai_server import FakeOpenAI
 
 FAST_RETRIES = ("--backoff-base", "0.01", "--backoff-cap", "0.2")
 

@@ -62,7 +62,7 @@ class FakeGelbooru(ThreadedServer):
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):  # http.server's name
                 parsed = urllib.parse.urlparse(self.path)
                 with fake.lock:
                     fake.requests.append(self.path)

@@ -122,13 +122,13 @@ def _handler(hub: FakeHub):
                     return
             self._reply(404, {"error": f"no route {method} {path}"})
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):  # http.server's naming
             self._route("GET")
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             self._route("POST")
 
-        def do_PUT(self):  # noqa: N802
+        def do_PUT(self):
             self._route("PUT")
 
         def _repo(self, repo: str):

@@ -133,7 +133,7 @@ def _handler(ls: FakeLabelStudio):
                 body = self._body()
                 try:
                     LabelInterface(body["label_config"]).validate()
-                except Exception as exc:  # the real server answers 400 with the parser's message
+                except Exception as exc:  # noqa: BLE001 - the real server answers 400 with the parser's message
                     return 400, {"label_config": [str(exc)]}
                 project = {"id": ls.next_id("project"), "title": body["title"], "label_config": body["label_config"],
                            "description": body.get("description", "")}

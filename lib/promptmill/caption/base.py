@@ -164,7 +164,7 @@ def load_captioner(name: str) -> type[Captioner]:
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
         try:
             found = entry_point.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not a traceback
+        except Exception as exc:  # a broken plugin is reported, not a traceback
             raise PromptmillError(f"captioner {name!r} ({entry_point.value}) failed to load: {exc}") from exc
         if not (isinstance(found, type) and issubclass(found, Captioner)):
             raise PromptmillError(f"captioner {name!r} ({entry_point.value}) is not a Captioner subclass")

@@ -109,7 +109,7 @@ def tagger_files(model: str, revision: str | None) -> tuple[Path, Path]:
     try:
         return tuple(Path(hf_hub_download(model, name, revision=revision))
                      for name in ("model.onnx", "selected_tags.csv"))
-    except Exception as exc:  # noqa: BLE001 - any hub failure is a bad command here
+    except Exception as exc:  # any hub failure is a bad command here
         raise BadInput(f"cannot fetch tagger {model!r}: {str(exc).splitlines()[0]}") from exc
 
 

@@ -216,7 +216,7 @@ def collect_tree(collector: Collector, tree, text_column: str = "text", text_as:
                 continue
             try:
                 data = tree.read(item["name"])
-            except Exception as exc:  # a damaged file or member is this item's problem, not the run's
+            except Exception as exc:  # noqa: BLE001 - a damaged file or member is this item's problem, not the run's
                 collector.add_error(position, "unreadable file", printable(f"{type(exc).__name__}: {exc}"),
                                     printable(item["name"]))
                 continue

@@ -186,7 +186,7 @@ class HfSource(Source):
             raise BadInput("pass --prompt-column and/or --image-column")
         try:
             self.loaded = hf.load(dataset, options["split"], options["config"], options["streaming"])
-        except Exception as exc:  # datasets raises many kinds; any of them means "cannot load this"
+        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; any of them means "cannot load this"
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise BadInput(f"cannot load {dataset}: {first}") from None
         names = self.loaded.column_names or list(self.loaded.features or {})

@@ -88,7 +88,7 @@ def exif_orientation(image: Image.Image) -> int | None:
     """The EXIF orientation tag (1-8), read from the header without decoding pixels."""
     try:
         value = image.getexif().get(EXIF_ORIENTATION)
-    except Exception:  # a damaged EXIF block means "no orientation", not a bad image
+    except Exception:  # noqa: BLE001 - a damaged EXIF block means "no orientation", not a bad image
         return None
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
