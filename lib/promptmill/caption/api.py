@@ -23,7 +23,6 @@ from promptmill.core.text import collapse_whitespace, sha256_hex
 from promptmill.llm.runner import Job, Unparseable, estimate_tokens
 
 DEFAULT_INSTRUCTION = resources.SCHEMA_DIR / "templates" / "gemini_reverse_prompt.txt"
-DEFAULT_VLM_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 IMAGE_TOKENS_ESTIMATE = 1_000
 MIME_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
               "gif": "image/gif", "bmp": "image/bmp", "tif": "image/tiff", "tiff": "image/tiff"}

@@ -33,8 +33,6 @@ from promptmill.core.store import BlobStore, Store
 from promptmill.generate.seeds import SEED_RULE, image_seed
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2"
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 9.0
 SCHEDULER_ALIASES = {
     "ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler",
     "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",

@@ -132,17 +132,6 @@ class Ledger:
             (key,))
         return row[0] if row else None
 
-    def paid_keys(self, keys: list[str]) -> set[str]:
-        """Which of KEYS already have a stored successful response."""
-        found: set[str] = set()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(k for (k,) in self.store.execute(
-                f"SELECT idempotency_key FROM api_calls WHERE status = 'ok' AND idempotency_key IN ({marks})",
-                chunk))
-        return found
-
     def claim(self, key: str, retry_failed: bool, scope: str | None = None) -> tuple[str, dict | None]:
         """Decide KEY in one write transaction: ('paid', row) to reuse, ('failed', row) to skip,
         ('busy', None) while another live run has it in flight, else ('claimed', None): send it.
@@ -187,10 +176,6 @@ class Ledger:
         rows = self.store.query("SELECT c.*, r.status FROM api_claims c JOIN runs r ON r.id = c.run_id "
                                 "WHERE c.scope = ? AND c.run_id != ?", (scope, self.run.id))
         return sum(1 for row in rows if _live(row))
-
-    def spent_this_run(self) -> float:
-        return self.store.scalar("SELECT COALESCE(sum(cost_usd), 0) FROM api_calls WHERE run_id = ?",
-                                 (self.run.id,))
 
     def record(self, conn, key: str, provider: str, model: str, request: dict, outcome: Outcome,
                item_type: str | None = None, item_id: int | None = None) -> tuple[int, float | None]:
