@@ -1,0 +1,263 @@
+"""Near-duplicate prompts by a candidate-then-verify cascade.
+
+1. Candidates: MinHash LSH over the distinct words of each prompt (case,
+   punctuation and word order ignored), leaving out the boilerplate words that
+   cleaning strips ("trending on artstation", "8k", "octane render"), so a tag
+   tail neither makes two prompts alike nor a copy unlike its original.
+2. Lexical verification of the candidate pairs only: exact Jaccard similarity and
+   containment of their word sets. A pair above the lexical thresholds is linked.
+3. Semantic verification of the grey zone only: pairs whose Jaccard is below the
+   lexical cut but above a floor are linked when their MiniLM cosine is high; only
+   those texts are embedded (and cached, as by the semantic method).
+
+MinHash is computed with numpy: every distinct word gets a 64-bit hash (blake2b of
+its UTF-8 bytes, so the same word hashes alike in every run and batch), each of the
+PERMUTATIONS functions is a multiply-shift of it, and a prompt's signature is the
+minimum over its words. Bands of ROWS values key the LSH buckets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import compress
+
+import numpy as np
+
+from promptmill.dedup.fingerprints import _indptr, _simhash, _words, fold, word_features
+
+BANDS = 25
+ROWS = 4
+PERMUTATIONS = BANDS * ROWS
+TEXT_CHUNK = 100_000
+PAIR_CHUNK = 1_000_000
+BUCKET_LIMIT = 50  # members of a bucket paired with everyone; beyond, each pairs with the bucket's first ones
+JACCARD = 0.8        # linked lexically at or above this word-set Jaccard...
+CONTAINMENT = 0.9    # ...or when this share of the shorter prompt's words is in the longer one
+MIN_CONTAINED = 4    # (containment needs at least this many words in the shorter prompt)
+GREY_FLOOR = 0.4     # below this Jaccard a candidate is rejected without embedding
+COSINE = 0.85        # a grey-zone pair is linked at or above this MiniLM cosine
+
+# Words that cleaning's strip rules remove as boilerplate: quality tags, render engines,
+# art sites, resolution tags. Ignored here so that appending them changes nothing.
+BOILERPLATE = frozenset("""
+    trending featured popular artstation cgsociety deviantart pixiv behance hq hd uhd 4k 8k 16k 64k
+    octane render rendered unreal engine redshift vray cryengine unity3d blender
+    masterpiece best quality highly detailed ultra hyper hyperdetailed intricate sharp focus
+    award winning photorealistic hyperrealistic realistic cinematic lighting volumetric
+    digital art illustration concept smooth elegant
+""".split())
+# Function words: in short prompts they would be the minimum of many hash functions at once and
+# fill LSH buckets with unrelated prompts.
+STOPWORDS = frozenset("""
+    a an the of in on at to with and or for by from as is are be it its this that into onto over under
+    near while his her their my your our made very
+""".split())
+
+_MULTIPLIERS = np.random.default_rng(20240601).integers(1, 2**63, size=PERMUTATIONS, dtype=np.uint64) * 2 + 1
+_OFFSETS = np.random.default_rng(20240602).integers(0, 2**63, size=PERMUTATIONS, dtype=np.uint64)
+_IGNORED_HASHES = None
+
+
+def word_hashes(words: Sequence[bytes]) -> np.ndarray:
+    """uint64 hash of each UTF-8 word: the simhash package's feature hash (last 8 bytes of md5),
+    as the C extension computes it."""
+    md5 = hashlib.md5
+    digests = np.frombuffer(b"".join([md5(word).digest() for word in words]), dtype=np.uint8)
+    return digests.reshape(-1, 16)[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+
+
+def _ignored_hashes() -> np.ndarray:
+    global _IGNORED_HASHES
+    if _IGNORED_HASHES is None:
+        _IGNORED_HASHES = np.sort(word_hashes([w.encode() for w in BOILERPLATE | STOPWORDS]))
+    return _IGNORED_HASHES
+
+
+@dataclass
+class Sketches:
+    """Each text's distinct words (less boilerplate and function words) as uint64 hashes in CSR
+    form, and its MinHash signature: (texts, PERMUTATIONS) uint32, all ones without words."""
+
+    indptr: np.ndarray
+    hashes: np.ndarray
+    signatures: np.ndarray
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+
+def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signatures, words per text, word hashes) of one batch, as the C extension computes them:
+    ASCII texts are tokenised as bytes in one go; the others are folded first."""
+    is_ascii = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
+    owners, hashes = [], []
+    for part in (is_ascii, ~is_ascii):
+        rows = np.flatnonzero(part)
+        if not len(rows):
+            continue
+        part_texts = list(compress(texts, part))
+        if not is_ascii[rows[0]]:
+            part_texts = [" ".join(word_features(t)) for t in part_texts]
+        vocabulary, ids, counts = _words(part_texts)
+        values = word_hashes(vocabulary.to_pylist())
+        keep = ~np.isin(values, _ignored_hashes())[ids]
+        owners.append(np.repeat(rows, counts)[keep])
+        hashes.append(values[ids[keep]])
+    owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+    value = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+    order = np.lexsort((value, owner))
+    owner, value = owner[order], value[order]
+    first = np.ones(len(value), dtype=bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (value[1:] != value[:-1])
+    owner, value = owner[first], value[first]
+    counts = np.bincount(owner, minlength=len(texts))
+    signature = np.full((len(texts), PERMUTATIONS), np.iinfo(np.uint32).max, dtype=np.uint32)
+    has_words = counts > 0
+    if has_words.any():
+        # (PERMUTATIONS, words): each row contiguous, so the per-text minimum runs along rows.
+        permuted = ((_MULTIPLIERS[:, None] * value[None, :] + _OFFSETS[:, None]) >> np.uint64(32)).astype(np.uint32)
+        # Starts of the texts with words rise strictly, so each slice is exactly one text's words.
+        starts = _indptr(counts)[:-1][has_words]
+        signature[has_words] = np.minimum.reduceat(permuted, starts, axis=1).T
+    return signature, counts, value
+
+
+def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    folded = [text if text.isascii() else fold(text) for text in texts]
+    signature, counts, hashes = _simhash.minhash_folded(folded, _ignored_hashes().tobytes(),
+                                                        _MULTIPLIERS.tobytes(), _OFFSETS.tobytes())
+    return (np.frombuffer(signature, dtype=np.uint32).reshape(len(texts), PERMUTATIONS),
+            np.frombuffer(counts, dtype=np.int64), np.frombuffer(hashes, dtype=np.uint64))
+
+
+def sketches(texts: Sequence[str]) -> Sketches:
+    """Word sets and MinHash signatures of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
+    texts = list(texts)
+    chunk = _numpy_chunk if _simhash is None or not hasattr(_simhash, "minhash_folded") else _extension_chunk
+    parts = [chunk(texts[start:start + TEXT_CHUNK]) for start in range(0, len(texts), TEXT_CHUNK)]
+    if not parts:
+        return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64),
+                        np.zeros((0, PERMUTATIONS), dtype=np.uint32))
+    return Sketches(_indptr(np.concatenate([p[1] for p in parts])), np.concatenate([p[2] for p in parts]),
+                    np.concatenate([p[0] for p in parts]))
+
+
+def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of indices sharing a key: all pairs in buckets up to BUCKET_LIMIT, and in larger
+    buckets each member with the bucket's first BUCKET_LIMIT members (lowest index)."""
+    from promptmill.dedup.fingerprints import _groups, _pairs_within_groups
+
+    index = np.flatnonzero(usable)
+    order, starts, ends = _groups(keys[index])
+    sizes = ends - starts
+    small = (sizes > 1) & (sizes <= BUCKET_LIMIT)
+    lefts, rights = [], []
+    for left, right in _pairs_within_groups(order, starts[small], ends[small]):
+        lefts.append(index[left])
+        rights.append(index[right])
+    for start, end in zip(starts[sizes > BUCKET_LIMIT].tolist(), ends[sizes > BUCKET_LIMIT].tolist()):
+        members = index[order[start:end]]
+        leaders = members[:BUCKET_LIMIT]
+        others = np.repeat(members, BUCKET_LIMIT)
+        partners = np.tile(leaders, len(members))
+        differ = others != partners
+        lefts.append(partners[differ])
+        rights.append(others[differ])
+    if not lefts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
+def candidates(signature: np.ndarray, fixed: np.ndarray, has_words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pairs (i < j) that share at least one LSH band, not both reference items."""
+    n = len(signature)
+    lefts, rights = [], []
+    for band in range(BANDS):
+        block = signature[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)
+        keys = block[:, 0].copy()
+        for column in range(1, ROWS):
+            keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column]
+        left, right = _bucket_pairs(keys, has_words)
+        lefts.append(left)
+        rights.append(right)
+    left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
+    right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
+    low, high = np.minimum(left, right), np.maximum(left, right)
+    unique = np.unique(low * n + high)
+    low, high = unique // n, unique % n
+    useful = ~(fixed[low] & fixed[high])
+    return low[useful], high[useful]
+
+
+def overlaps(sets: Sketches, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Jaccard, containment) of the word sets of each pair."""
+    sizes = sets.sizes()
+    jaccard = np.zeros(len(left))
+    containment = np.zeros(len(left))
+    for start in range(0, len(left), PAIR_CHUNK):
+        a, b = left[start:start + PAIR_CHUNK], right[start:start + PAIR_CHUNK]
+        members = np.concatenate([a, b])
+        counts = sizes[members]
+        pair = np.repeat(np.tile(np.arange(len(a), dtype=np.int64), 2), counts)
+        positions = np.repeat(sets.indptr[members] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        vocabulary, words = np.unique(sets.hashes[positions], return_inverse=True)
+        shift = np.int64(max(len(vocabulary) - 1, 1).bit_length())
+        keys = np.sort((pair << shift) | words.astype(np.int64))
+        same = keys[1:] == keys[:-1]   # a word in both sets of a pair
+        common = np.bincount(keys[1:][same] >> shift, minlength=len(a)).astype(float)
+        union = sizes[a] + sizes[b] - common
+        shorter = np.minimum(sizes[a], sizes[b])
+        jaccard[start:start + len(a)] = common / np.maximum(union, 1)
+        containment[start:start + len(a)] = common / np.maximum(shorter, 1)
+    return jaccard, containment
+
+
+@dataclass
+class Verified:
+    """Linked pairs with how they were linked: stage 'lexical' or 'semantic', and all scores."""
+
+    left: np.ndarray
+    right: np.ndarray
+    stage: np.ndarray         # 'lexical' | 'semantic'
+    jaccard: np.ndarray
+    containment: np.ndarray
+    cosine: np.ndarray        # NaN where the pair was not embedded
+    candidates: int
+    embedded: int
+
+
+def verify(sets: Sketches, left: np.ndarray, right: np.ndarray,
+           embed: Callable[[np.ndarray], np.ndarray] | None, jaccard_cut: float = JACCARD,
+           containment_cut: float = CONTAINMENT, grey_floor: float = GREY_FLOOR,
+           cosine_cut: float = COSINE) -> Verified:
+    """Link candidate pairs lexically, and the grey zone by cosine (`embed` maps item indices to
+    normalised vectors; None skips the semantic stage)."""
+    jaccard, containment = overlaps(sets, left, right)
+    shorter = np.minimum(sets.sizes()[left], sets.sizes()[right])
+    lexical = (jaccard >= jaccard_cut) | ((containment >= containment_cut) & (shorter >= MIN_CONTAINED))
+    cosine = np.full(len(left), np.nan)
+    grey = ~lexical & (jaccard >= grey_floor)
+    embedded = 0
+    if embed is not None and grey.any():
+        texts = np.unique(np.concatenate([left[grey], right[grey]]))
+        vectors = embed(texts)
+        embedded = len(texts)
+        row = {int(t): i for i, t in enumerate(texts.tolist())}
+        a = np.array([row[int(i)] for i in left[grey]], dtype=np.int64)
+        b = np.array([row[int(i)] for i in right[grey]], dtype=np.int64)
+        cosine[grey] = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    semantic = grey & (cosine >= cosine_cut)
+    linked = lexical | semantic
+    stage = np.where(lexical, "lexical", "semantic")[linked]
+    return Verified(left[linked], right[linked], stage, jaccard[linked], containment[linked], cosine[linked],
+                    len(left), embedded)
+
+
+def find(texts: Sequence[str], fixed: np.ndarray, embed: Callable[[np.ndarray], np.ndarray] | None,
+         **cuts) -> Verified:
+    """The whole cascade over `texts`: candidates, then verified links."""
+    sets = sketches(texts)
+    left, right = candidates(sets.signatures, np.asarray(fixed, dtype=bool), sets.sizes() > 0)
+    return verify(sets, left, right, embed, **cuts)
