@@ -133,6 +133,9 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
             "semantic": f"semantic:{semantic.model_name(model)}:{threshold:g}:n={neighbours}",
         }
         scopes = {m: dedup.scope_name(method_scopes[m], keep, source_ids, against, priority) for m in methods}
+        if dedup.nothing_new(store, list(scopes.values()), "prompt"):
+            run.add("methods up to date", len(methods))
+            return
         loaded = dedup.load_prompts(store, list(scopes.values()))
         encoder = None
         for method in methods:
@@ -206,6 +209,9 @@ def images(db_path, method_list, sources, against, keep, source_priority, k):
             raise BadInput(str(exc)) from exc
         method_scopes = {"sha256": "sha256", "phash": f"phash:k={k}"}
         scopes = {m: dedup.scope_name(method_scopes[m], keep, source_ids, against, priority) for m in methods}
+        if dedup.nothing_new(store, list(scopes.values()), "image"):
+            run.add("methods up to date", len(methods))
+            return
         loaded = dedup.load_images(store, list(scopes.values()))
         for method in methods:
             others = [s for m, s in scopes.items() if m != method]

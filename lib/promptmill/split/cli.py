@@ -35,8 +35,13 @@ def assign(db_path, validation, test, seed, stratify):
     scope = splits.scope_name(seed, validation, test, stratify)
     params = {"validation": validation, "test": test, "seed": seed, "stratify": stratify, "scope": scope}
     with step_run(db_path, STEP, "assign", params) as (store, run):
+        if splits.up_to_date(store, scope):
+            run.add("already assigned, nothing new")
+            return
+        seen = splits.watermark(store)
         prompt_splits = splits.assign_prompts(store, run, scope, seed, validation, test, stratify)
         splits.assign_images(store, run, scope, seed, validation, test, prompt_splits)
+        splits.record_pass(store, run, scope, seen)
 
 
 @cli.command()
