@@ -111,7 +111,10 @@ def build(originals: list[str], copies: int, rng: random.Random) -> tuple[list[s
     for n in range(copies):
         source = picks[n % len(picks)]
         edit = EDIT_KINDS[n % len(EDIT_KINDS)]
-        texts.append(edited(originals[source], edit, rng, vocabulary))
+        copy = edited(originals[source], edit, rng, vocabulary)
+        if len(WORD.findall(copy)) < 2:  # an edit left next to nothing: append a tag tail instead
+            edit, copy = "tag tail", edited(originals[source], "tag tail", rng, vocabulary)
+        texts.append(copy)
         family.append(source)
         kind.append(edit)
     return texts, family, kind
@@ -192,18 +195,20 @@ def collected_db(texts: list[str], folder: Path, env: dict) -> Path:
 
 
 def promptmill_labels(db: Path, n: int) -> list[int]:
+    """Cluster label (line index of the kept prompt) of each line; a line collect rejected is alone."""
     import sqlite3
 
     conn = sqlite3.connect(db)
     representative = dict(conn.execute("SELECT item_id, representative_id FROM decisions WHERE stage = 'dedup' "
                                        "AND verdict = 'drop'"))
+    line_of = dict(conn.execute("SELECT id, position - 1 FROM prompts"))
     conn.close()
-    labels = []
-    for i in range(1, n + 1):
+    labels = list(range(-1, -n - 1, -1))
+    for prompt_id, line in line_of.items():
         seen = 0
-        while i in representative and seen < 100:  # an exact copy of an item a later pass dropped
-            i, seen = representative[i], seen + 1
-        labels.append(i - 1)
+        while prompt_id in representative and seen < 100:  # an exact copy of an item a later pass dropped
+            prompt_id, seen = representative[prompt_id], seen + 1
+        labels[line] = line_of[prompt_id]
     return labels
 
 

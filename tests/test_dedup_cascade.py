@@ -48,11 +48,16 @@ def test_extension_and_numpy_give_the_same_sketches(monkeypatch):
     monkeypatch.setattr(cascade, "_simhash", None)
     plain = cascade.sketches(texts)
     assert np.array_equal(built.signatures, plain.signatures) and np.array_equal(built.indptr, plain.indptr)
+    assert np.array_equal(built.hashes, plain.hashes)    # each text's words ascending
     for i, text in enumerate(texts):
         words = built.hashes[built.indptr[i]:built.indptr[i + 1]]
-        assert set(words.tolist()) == set(plain.hashes[plain.indptr[i]:plain.indptr[i + 1]].tolist())
-        assert set(words.tolist()) == set(cascade.word_hashes([w.encode() for w in word_set(text)]).tolist())
+        assert words.tolist() == sorted(cascade.word_hashes([w.encode() for w in word_set(text)]).tolist())
     assert (built.signatures[built.sizes() == 0] == np.iinfo(np.uint32).max).all()
+    rng = np.random.default_rng(0)
+    left, right = rng.integers(0, len(texts), 5000), rng.integers(0, len(texts), 5000)
+    overlap = cascade.overlaps(plain, left, right)
+    monkeypatch.undo()
+    assert np.allclose(cascade.overlaps(built, left, right), overlap)
 
 
 def test_overlaps_are_exact_and_candidates_hold_every_close_pair():

@@ -161,6 +161,8 @@ def test_a_rerun_with_nothing_new_stops_at_once_and_new_items_are_still_assigned
     later = invoke("08_split", "assign", "--validation", "0.2")
     assert "prompts assigned 100" in later.output
     assert len(split_of(store, "prompt")) == 400
+    report = invoke("08_split", "report", "--method", "exact,cascade", "--scope", "seed=0;validation=0.2;test=0").output
+    assert "leakage (exact, cascade): 0 cross-split pair(s)" in report
 
 
 def test_a_pass_is_not_recorded_when_other_writers_added_decisions_meanwhile(tmp_path, invoke, store, run):

@@ -639,6 +639,12 @@ static int contains(const uint64_t *sorted, Py_ssize_t n, uint64_t value)
     return lo < n && sorted[lo] == value;
 }
 
+static int compare_words(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
 PyDoc_STRVAR(minhash_folded_doc,
              "minhash_folded(texts, ignored, multipliers, offsets) -> (signatures, counts, hashes)\n\n"
              "Each text's distinct words (as for 'wordset', hashed as the simhash package hashes a\n"
@@ -646,7 +652,7 @@ PyDoc_STRVAR(minhash_folded_doc,
              "pair (a, b) of `multipliers` and `offsets` (native uint64 bytes), the minimum over\n"
              "those words of (a * hash + b) >> 32 mod 2**64, as native uint32, text by text (all\n"
              "ones for a text without words); the number of words of each text (native int64) and\n"
-             "their hashes (native uint64, text after text, in order of first appearance).");
+             "their hashes (native uint64, text after text, ascending within a text).");
 
 static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -724,6 +730,7 @@ static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
                     minima[p] = v;
             }
         }
+        qsort(words + first, words_used - first, sizeof(uint64_t), compare_words);
         sizes[i] = (int64_t)(words_used - first);
     }
     hashes = PyBytes_FromStringAndSize((const char *)words, (Py_ssize_t)(words_used * sizeof(uint64_t)));
@@ -747,9 +754,68 @@ released:
     return result;
 }
 
+PyDoc_STRVAR(common_words_doc,
+             "common_words(indptr, hashes, left, right) -> bytes\n\n"
+             "For each pair (left[k], right[k]) of texts, how many word hashes they share: text i's\n"
+             "hashes are hashes[indptr[i]:indptr[i + 1]], ascending. indptr, left and right are\n"
+             "native int64 bytes, hashes native uint64 bytes; the counts come back as native int64.");
+
+static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer indptr, hashes, left, right;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*:common_words", &indptr, &hashes, &left, &right))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t words = hashes.len / (Py_ssize_t)sizeof(uint64_t);
+    Py_ssize_t pairs = left.len / (Py_ssize_t)sizeof(int64_t);
+    if (right.len != left.len || texts < 0) {
+        PyErr_SetString(PyExc_ValueError, "left and right differ in length, or indptr is empty");
+        goto done;
+    }
+    const int64_t *starts = indptr.buf, *a = left.buf, *b = right.buf;
+    const uint64_t *h = hashes.buf;
+    for (Py_ssize_t i = 0; i <= texts; i++)
+        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
+            goto done;
+        }
+    result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
+    if (!result)
+        goto done;
+    int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t k = 0; k < pairs; k++) {
+        if (a[k] < 0 || a[k] >= texts || b[k] < 0 || b[k] >= texts) {
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_IndexError, "text index out of range");
+            goto done;
+        }
+        int64_t i = starts[a[k]], i_end = starts[a[k] + 1], j = starts[b[k]], j_end = starts[b[k] + 1], n = 0;
+        while (i < i_end && j < j_end) {
+            if (h[i] < h[j])
+                i++;
+            else if (h[i] > h[j])
+                j++;
+            else {
+                n++;
+                i++;
+                j++;
+            }
+        }
+        out[k] = n;
+    }
+done:
+    PyBuffer_Release(&indptr);
+    PyBuffer_Release(&hashes);
+    PyBuffer_Release(&left);
+    PyBuffer_Release(&right);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fingerprints_folded", fingerprints_folded, METH_VARARGS, fingerprints_folded_doc},
     {"minhash_folded", minhash_folded, METH_VARARGS, minhash_folded_doc},
+    {"common_words", common_words, METH_VARARGS, common_words_doc},
     {NULL, NULL, 0, NULL},
 };
 

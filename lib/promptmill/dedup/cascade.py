@@ -31,7 +31,7 @@ BANDS = 25
 ROWS = 4
 PERMUTATIONS = BANDS * ROWS
 TEXT_CHUNK = 100_000
-PAIR_CHUNK = 1_000_000
+PAIR_CHUNK = 200_000   # candidate pairs verified at once (bounds memory to some 100 MB)
 BUCKET_LIMIT = 50  # members of a bucket paired with everyone; beyond, each pairs with the bucket's first ones
 JACCARD = 0.8        # linked lexically at or above this word-set Jaccard...
 CONTAINMENT = 0.9    # ...or when this share of the shorter prompt's words is in the longer one
@@ -132,10 +132,14 @@ def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.n
             np.frombuffer(counts, dtype=np.int64), np.frombuffer(hashes, dtype=np.uint64))
 
 
+def _has_extension() -> bool:
+    return _simhash is not None and hasattr(_simhash, "minhash_folded")
+
+
 def sketches(texts: Sequence[str]) -> Sketches:
     """Word sets and MinHash signatures of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
     texts = list(texts)
-    chunk = _numpy_chunk if _simhash is None or not hasattr(_simhash, "minhash_folded") else _extension_chunk
+    chunk = _extension_chunk if _has_extension() else _numpy_chunk
     parts = [chunk(texts[start:start + TEXT_CHUNK]) for start in range(0, len(texts), TEXT_CHUNK)]
     if not parts:
         return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64),
@@ -184,34 +188,46 @@ def candidates(signature: np.ndarray, fixed: np.ndarray, has_words: np.ndarray) 
         rights.append(right)
     left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
     right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
-    low, high = np.minimum(left, right), np.maximum(left, right)
-    unique = np.unique(low * n + high)
-    low, high = unique // n, unique % n
+    keys = np.sort(np.minimum(left, right) * n + np.maximum(left, right))
+    distinct = np.ones(len(keys), dtype=bool)
+    distinct[1:] = keys[1:] != keys[:-1]  # a pair that shares several bands once
+    low, high = keys[distinct] // n, keys[distinct] % n
     useful = ~(fixed[low] & fixed[high])
     return low[useful], high[useful]
+
+
+def _common_words(sets: Sketches, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How many words each pair shares: a merge of the two sorted hash lists in C, else hash
+    tables in Arrow (number the words, then count each pair's distinct (pair, word) keys)."""
+    if _has_extension():
+        return np.frombuffer(_simhash.common_words(sets.indptr.astype(np.int64).tobytes(), sets.hashes.tobytes(),
+                                                   a.astype(np.int64).tobytes(), b.astype(np.int64).tobytes()),
+                             dtype=np.int64)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sizes = sets.sizes()
+    members = np.concatenate([a, b])
+    counts = sizes[members]
+    pair = np.repeat(np.tile(np.arange(len(a), dtype=np.int64), 2), counts)
+    positions = np.repeat(sets.indptr[members] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    numbered = pc.dictionary_encode(pa.array(sets.hashes[positions]))
+    words = numbered.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    shift = np.int64(max(len(numbered.dictionary) - 1, 1).bit_length())
+    distinct = pc.unique(pa.array((pair << shift) | words)).to_numpy()
+    return sizes[a] + sizes[b] - np.bincount(distinct >> shift, minlength=len(a))
 
 
 def overlaps(sets: Sketches, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact (Jaccard, containment) of the word sets of each pair."""
     sizes = sets.sizes()
-    jaccard = np.zeros(len(left))
-    containment = np.zeros(len(left))
+    common = np.zeros(len(left))
     for start in range(0, len(left), PAIR_CHUNK):
-        a, b = left[start:start + PAIR_CHUNK], right[start:start + PAIR_CHUNK]
-        members = np.concatenate([a, b])
-        counts = sizes[members]
-        pair = np.repeat(np.tile(np.arange(len(a), dtype=np.int64), 2), counts)
-        positions = np.repeat(sets.indptr[members] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        vocabulary, words = np.unique(sets.hashes[positions], return_inverse=True)
-        shift = np.int64(max(len(vocabulary) - 1, 1).bit_length())
-        keys = np.sort((pair << shift) | words.astype(np.int64))
-        same = keys[1:] == keys[:-1]   # a word in both sets of a pair
-        common = np.bincount(keys[1:][same] >> shift, minlength=len(a)).astype(float)
-        union = sizes[a] + sizes[b] - common
-        shorter = np.minimum(sizes[a], sizes[b])
-        jaccard[start:start + len(a)] = common / np.maximum(union, 1)
-        containment[start:start + len(a)] = common / np.maximum(shorter, 1)
-    return jaccard, containment
+        common[start:start + PAIR_CHUNK] = _common_words(sets, left[start:start + PAIR_CHUNK],
+                                                         right[start:start + PAIR_CHUNK])
+    union = sizes[left] + sizes[right] - common
+    shorter = np.minimum(sizes[left], sizes[right])
+    return common / np.maximum(union, 1), common / np.maximum(shorter, 1)
 
 
 @dataclass

@@ -246,16 +246,19 @@ def last_pass(store: Store, scope: str, item_type: str) -> int | None:
 
 
 def nothing_new(store: Store, scopes: list[str], item_type: str) -> bool:
-    """True when every scope has a pass and no item past the oldest of them escaped cleaning:
-    then every pass would find nothing to compare, and loading the items can be skipped."""
+    """True when every scope has a pass and each item past the oldest of them was dropped by
+    cleaning or dedup (and not reviewed since): then no pass would find anything to compare, and
+    loading the items can be skipped."""
     passed = [last_pass(store, scope, item_type) for scope in scopes]
     if not passed or None in passed:
         return False
     table = "prompts" if item_type == "prompt" else "images"
     return store.scalar(
-        f"SELECT count(*) FROM (SELECT 1 FROM {table} t WHERE t.id > ? AND NOT EXISTS ("
-        "SELECT 1 FROM decisions d WHERE d.item_type = ? AND d.item_id = t.id AND d.stage = 'clean' "
-        "AND d.verdict = 'drop') LIMIT 1)", (min(passed), item_type)) == 0
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} t WHERE t.id > :upto AND ("
+        "NOT EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = :type AND d.item_id = t.id "
+        "AND d.stage IN ('clean', 'dedup') AND d.verdict = 'drop') "
+        "OR EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = :type AND d.item_id = t.id "
+        "AND d.stage = 'review')) LIMIT 1)", {"upto": min(passed), "type": item_type}) == 0
 
 
 def dropped_by(store: Store, scope: str, item_type: str) -> np.ndarray:

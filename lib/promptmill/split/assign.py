@@ -249,6 +249,8 @@ def leakage(store: Store, scope: str | None, methods: list[str], features: str =
             links = dedup.exact_links(items)
         elif method == "simhash":
             links = dedup.simhash_links(items, features, k)
+        elif method == "cascade":
+            links = dedup.cascade_links(items, None)  # lexical stages: no model needed for a check
         else:
             from promptmill.dedup import semantic
 
