@@ -196,7 +196,7 @@ def test_a_rerun_with_nothing_new_loads_nothing(tmp_path, invoke, store, monkeyp
 def test_grey_zone_pairs_are_linked_by_minilm_and_embeddings_are_cached(tmp_path, invoke, store, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     original = "a majestic lion resting under an acacia tree in the golden savanna at sunset"
-    typos = "a majestci lion restign under an acacia tree in the golden savana at sunset"
+    typos = "a majestci lion resting under an acacia tree in the golden savana at sunset"
     unrelated = "a majestic castle standing under an acacia tree in the golden savanna at night"
     invoke("01_collect", "text", write_lines(tmp_path / "p.txt", [original, typos, unrelated]))
     result = invoke("03_dedup", "prompts", "--method", "cascade")

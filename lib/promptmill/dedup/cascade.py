@@ -1,19 +1,23 @@
 """Near-duplicate prompts by a candidate-then-verify cascade.
 
 1. Candidates: MinHash LSH over the distinct words of each prompt (case,
-   punctuation and word order ignored), leaving out the boilerplate words that
-   cleaning strips ("trending on artstation", "8k", "octane render"), so a tag
-   tail neither makes two prompts alike nor a copy unlike its original.
-2. Lexical verification of the candidate pairs only: exact Jaccard similarity and
-   containment of their word sets. A pair above the lexical thresholds is linked.
-3. Semantic verification of the grey zone only: pairs whose Jaccard is below the
-   lexical cut but above a floor are linked when their MiniLM cosine is high; only
-   those texts are embedded (and cached, as by the semantic method).
+   punctuation and word order ignored), leaving out function words and the
+   boilerplate that cleaning strips ("trending on artstation", "8k", "octane
+   render"), so a tag tail neither makes two prompts alike nor a copy unlike its
+   original. Only pairs sharing a band of ROWS signature values are looked at.
+2. Lexical verification of those pairs: the exact Jaccard similarity of their word
+   sets. At JACCARD or above a pair is linked.
+3. Semantic verification of the grey zone only (Jaccard from GREY_FLOOR, or one
+   prompt nearly contained in the other): linked when the MiniLM cosine of the two
+   texts reaches COSINE. Only those texts are embedded, and cached as by the
+   semantic method. Thresholds were chosen by measurement (benchmarks/dedup_peers.py).
 
-MinHash is computed with numpy: every distinct word gets a 64-bit hash (blake2b of
-its UTF-8 bytes, so the same word hashes alike in every run and batch), each of the
-PERMUTATIONS functions is a multiply-shift of it, and a prompt's signature is the
-minimum over its words. Bands of ROWS values key the LSH buckets.
+Every word gets the simhash package's feature hash (md5, as the C extension's
+simhash computes it); each of the PERMUTATIONS hash functions is a multiply-shift
+of it and a signature value is the minimum over the prompt's words. The C
+extension tokenises, hashes and takes the minima in one pass per text, and counts
+shared words by merging sorted lists; numpy and Arrow give the same values where
+it was not built.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ PERMUTATIONS = BANDS * ROWS
 TEXT_CHUNK = 100_000
 PAIR_CHUNK = 200_000   # candidate pairs verified at once (bounds memory to some 100 MB)
 BUCKET_LIMIT = 50  # members of a bucket paired with everyone; beyond, each pairs with the bucket's first ones
-JACCARD = 0.8        # linked lexically at or above this word-set Jaccard...
-CONTAINMENT = 0.9    # ...or when this share of the shorter prompt's words is in the longer one
-MIN_CONTAINED = 4    # (containment needs at least this many words in the shorter prompt)
-GREY_FLOOR = 0.4     # below this Jaccard a candidate is rejected without embedding
+JACCARD = 0.8        # linked lexically at or above this word-set Jaccard
+GREY_FLOOR = 0.5     # below it, a candidate goes to MiniLM only when...
+CONTAINMENT = 0.9    # ...this share of the shorter prompt's words is in the longer one
+MIN_CONTAINED = 4    # (and the shorter prompt has at least this many words)
 COSINE = 0.85        # a grey-zone pair is linked at or above this MiniLM cosine
 
 # Words that cleaning's strip rules remove as boilerplate: quality tags, render engines,
@@ -246,34 +250,23 @@ class Verified:
 
 def verify(sets: Sketches, left: np.ndarray, right: np.ndarray,
            embed: Callable[[np.ndarray], np.ndarray] | None, jaccard_cut: float = JACCARD,
-           containment_cut: float = CONTAINMENT, grey_floor: float = GREY_FLOOR,
            cosine_cut: float = COSINE) -> Verified:
-    """Link candidate pairs lexically, and the grey zone by cosine (`embed` maps item indices to
-    normalised vectors; None skips the semantic stage)."""
+    """Link candidate pairs at Jaccard >= `jaccard_cut`; send the grey zone below it (Jaccard >=
+    GREY_FLOOR, or one prompt nearly contained in the other) to the cosine of their embeddings
+    (`embed` maps item indices to normalised vectors; None links lexically only)."""
     jaccard, containment = overlaps(sets, left, right)
     shorter = np.minimum(sets.sizes()[left], sets.sizes()[right])
-    lexical = (jaccard >= jaccard_cut) | ((containment >= containment_cut) & (shorter >= MIN_CONTAINED))
+    lexical = jaccard >= jaccard_cut
+    grey = ~lexical & ((jaccard >= GREY_FLOOR) | ((containment >= CONTAINMENT) & (shorter >= MIN_CONTAINED)))
     cosine = np.full(len(left), np.nan)
-    grey = ~lexical & (jaccard >= grey_floor)
     embedded = 0
     if embed is not None and grey.any():
-        texts = np.unique(np.concatenate([left[grey], right[grey]]))
+        texts, rows = np.unique(np.concatenate([left[grey], right[grey]]), return_inverse=True)
         vectors = embed(texts)
         embedded = len(texts)
-        row = {int(t): i for i, t in enumerate(texts.tolist())}
-        a = np.array([row[int(i)] for i in left[grey]], dtype=np.int64)
-        b = np.array([row[int(i)] for i in right[grey]], dtype=np.int64)
+        a, b = rows[:grey.sum()], rows[grey.sum():]
         cosine[grey] = np.einsum("ij,ij->i", vectors[a], vectors[b])
-    semantic = grey & (cosine >= cosine_cut)
-    linked = lexical | semantic
+    linked = lexical | (grey & (cosine >= cosine_cut))
     stage = np.where(lexical, "lexical", "semantic")[linked]
     return Verified(left[linked], right[linked], stage, jaccard[linked], containment[linked], cosine[linked],
                     len(left), embedded)
-
-
-def find(texts: Sequence[str], fixed: np.ndarray, embed: Callable[[np.ndarray], np.ndarray] | None,
-         **cuts) -> Verified:
-    """The whole cascade over `texts`: candidates, then verified links."""
-    sets = sketches(texts)
-    left, right = candidates(sets.signatures, np.asarray(fixed, dtype=bool), sets.sizes() > 0)
-    return verify(sets, left, right, embed, **cuts)
