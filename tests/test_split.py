@@ -56,11 +56,11 @@ def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):
     old, new = lines[:1800], lines[1800:] + near_copies(lines[:60])
     first, second = write_lines(tmp_path / "old.txt", old), write_lines(tmp_path / "new.txt", new)
     invoke("01_collect", "text", first)
-    invoke("03_dedup", "prompts")
+    invoke("03_dedup", "prompts", "--lexical-only")
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3")
     before = split_of(store, "prompt")
     invoke("01_collect", "text", second)
-    invoke("03_dedup", "prompts")
+    invoke("03_dedup", "prompts", "--lexical-only")
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3")
     after = split_of(store, "prompt")
     assert {k: after[k] for k in before} == before
@@ -70,7 +70,7 @@ def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):
     # The same data assigned in one go gives the same splits: a function of cluster and seed.
     fresh = tmp_path / "fresh" / "p.db"
     invoke("01_collect", "text", first, second, db=fresh)
-    invoke("03_dedup", "prompts", db=fresh)
+    invoke("03_dedup", "prompts", "--lexical-only", db=fresh)
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3", db=fresh)
     from promptmill.core.store import open_store
 

@@ -95,8 +95,7 @@ def _summarise(run, result):
 @click.option("--jaccard", type=click.FloatRange(0, 1), default=0.8, show_default=True,
               help="Cascade: word-set Jaccard that links a candidate pair without embedding it.")
 @click.option("--cosine", type=click.FloatRange(0, 1), default=0.85, show_default=True,
-              help="Cascade: MiniLM cosine that links a grey-zone pair (Jaccard from 0.5 to --jaccard, or "
-                   "nine tenths of one prompt's words in the other).")
+              help="Cascade: MiniLM cosine that links a grey-zone pair (Jaccard from 0.5 to --jaccard).")
 @click.option("--lexical-only", is_flag=True, help="Cascade: link by word overlap alone; embed nothing.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Semantic: encoder batch.")
 @click.option("--batch-rows", type=click.IntRange(1), default=20_000, show_default=True,
