@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_DIR = ROOT.parent / "shared" / "data" / "seed-prompts"
+EXAMPLE_PROMPTS = ROOT / "examples" / "prompts"
 WORD = re.compile(r"\w+")
 TAILS = [", trending on artstation, 8k", ", highly detailed, octane render", ", 4k, masterpiece, best quality",
          ", unreal engine, award winning", ", digital art, sharp focus, hd", ", cinematic lighting, artstation"]
@@ -248,7 +249,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--total", type=int, help="all distinct real prompts, copied round-robin up to TOTAL texts")
     parser.add_argument("--methods", default="all", help="'all', 'fast' or names separated by ';'")
     parser.add_argument("--peer-python", help="python of the environment the peers are installed in")
-    parser.add_argument("--prompts", type=Path, default=SEED_DIR)
+    parser.add_argument("--prompts", type=Path, default=SEED_DIR if SEED_DIR.is_dir() else EXAMPLE_PROMPTS)
+    parser.add_argument("--quick", action="store_true", help="1,500 prompts and 500 copies, no MiniLM")
     parser.add_argument("--show-false", type=int, default=0, help="false links to print per method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer", help=argparse.SUPPRESS)
@@ -259,6 +261,10 @@ def main(argv=None) -> list[dict]:
         peer_main(args.peer, args.input, args.output)
         return []
 
+    if args.quick:
+        args.originals, args.copies = 1_500, 500
+        if args.methods == "all":
+            args.methods = ";".join(m for m in list(PROMPTMILL) + PEERS if m != "promptmill exact,cascade")
     rng = random.Random(args.seed)
     originals = load_originals(args.prompts, rng)
     if not originals:
