@@ -178,26 +178,32 @@ def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.
     return np.concatenate(lefts), np.concatenate(rights)
 
 
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    keys = np.sort(keys)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return keys[first]
+
+
 def candidates(signature: np.ndarray, fixed: np.ndarray, has_words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct pairs (i < j) that share at least one LSH band, not both reference items."""
+    """Distinct pairs (i < j) that share at least one LSH band, not both reference items.
+
+    A true pair shares most bands, so the pairs are made distinct band by band: memory holds the
+    distinct pairs so far plus one band's, not every band's."""
     n = len(signature)
-    lefts, rights = [], []
+    seen = np.zeros(0, dtype=np.int64)  # pair keys low * n + high, sorted and distinct
     for band in range(BANDS):
         block = signature[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)
         keys = block[:, 0].copy()
         for column in range(1, ROWS):
             keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column]
         left, right = _bucket_pairs(keys, has_words)
-        lefts.append(left)
-        rights.append(right)
-    left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
-    right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
-    keys = np.sort(np.minimum(left, right) * n + np.maximum(left, right))
-    distinct = np.ones(len(keys), dtype=bool)
-    distinct[1:] = keys[1:] != keys[:-1]  # a pair that shares several bands once
-    low, high = keys[distinct] // n, keys[distinct] % n
-    useful = ~(fixed[low] & fixed[high])
-    return low[useful], high[useful]
+        low, high = np.minimum(left, right), np.maximum(left, right)
+        useful = ~(fixed[low] & fixed[high])
+        fresh = _distinct(low[useful] * n + high[useful])
+        fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
+        seen = np.sort(np.concatenate([seen, fresh]))
+    return seen // n, seen % n
 
 
 def _common_words(sets: Sketches, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -305,22 +305,25 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
         drops = np.flatnonzero(kept != np.arange(len(items.ids)))
     result.clusters = len(np.unique(kept[drops]))
     result.drops = len(drops)
-    if links.describe is not None and len(drops):
-        described = links.describe(via[drops])
-    else:
-        scores = links.score(drops, kept[drops]) if len(drops) else np.zeros(0)
-        described = [(method, links.reason.format(score=s), s, None) for s in scores.tolist()]
-    decisions = [
-        {"item_type": item_type, "item_id": int(items.ids[i]), "stage": "dedup", "verdict": "drop", "scope": scope,
-         "rule": rule, "reason": f"{reason} to {item_type} {int(items.ids[r])}", "score": float(score),
-         "representative_id": int(items.ids[r]), "value": value}
-        for i, r, (rule, reason, score, value) in zip(drops.tolist(), kept[drops].tolist(), described)
-    ]
-    with bar(total=len(decisions), desc=f"{method} decisions", unit="drop") as progress:
-        for start in range(0, len(decisions), batch_rows):
+    ids = items.ids.tolist()
+    with bar(total=len(drops), desc=f"{method} decisions", unit="drop") as progress:
+        for start in range(0, len(drops), batch_rows):
+            batch = drops[start:start + batch_rows]
+            batch_kept = kept[batch]
+            if links.describe is not None:
+                described = links.describe(via[batch])
+            else:
+                scores = links.score(batch, batch_kept).tolist() if len(batch) else []
+                described = [(method, links.reason.format(score=s), s, None) for s in scores]
+            decisions = [
+                {"item_type": item_type, "item_id": ids[i], "stage": "dedup", "verdict": "drop",
+                 "scope": scope, "rule": rule, "reason": f"{reason} to {item_type} {ids[r]}",
+                 "score": float(score), "representative_id": ids[r], "value": value}
+                for i, r, (rule, reason, score, value) in zip(batch.tolist(), batch_kept.tolist(), described)
+            ]
             with store.transaction() as conn:
-                result.drops_written += save_decisions(conn, run, decisions[start:start + batch_rows])
-            progress.update(len(decisions[start:start + batch_rows]))
+                result.drops_written += save_decisions(conn, run, decisions)
+            progress.update(len(batch))
     with store.transaction():
         store.execute(
             "INSERT INTO dedup_passes (scope, item_type, upto_id, items, pairs, clusters, drops, run_id) "
