@@ -205,6 +205,11 @@ def test_grey_zone_pairs_are_linked_by_minilm_and_embeddings_are_cached(tmp_path
     scores = json.loads(rows[0]["value"])
     assert scores["jaccard"] < 0.8 <= 0.85 <= scores["cosine"]
     assert "embeddings computed 2" in result.output       # only the grey-zone pair was embedded
+    from promptmill.dedup import semantic
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although every text was cached")
+    monkeypatch.setattr(semantic, "load_model", no_model)
     invoke("03_dedup", "prompts", "--method", "cascade", "--cosine", "0.9")
     assert store.count("embeddings") == 2                # the second scope embedded nothing new
 

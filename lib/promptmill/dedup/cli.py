@@ -147,12 +147,9 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
                 find = dedup.exact_links
             elif method == "cascade":
                 def find(batch):
-                    def embed(indices):
-                        nonlocal encoder
-                        if encoder is None:
-                            encoder = semantic.load_model(model)
+                    def embed(indices):  # the model is loaded only if a text is not cached yet
                         vectors, computed = semantic.embed(store, [batch.texts[i] for i in indices.tolist()], model,
-                                                           batch_size, encoder)
+                                                           batch_size)
                         run.add("embeddings computed", computed)
                         return vectors
                     return dedup.cascade_links(batch, None if lexical_only else embed, run.add,
