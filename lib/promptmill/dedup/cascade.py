@@ -201,8 +201,11 @@ def candidates(signature: np.ndarray, fixed: np.ndarray, has_words: np.ndarray) 
         low, high = np.minimum(left, right), np.maximum(left, right)
         useful = ~(fixed[low] & fixed[high])
         fresh = _distinct(low[useful] * n + high[useful])
-        fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
-        seen = np.sort(np.concatenate([seen, fresh]))
+        if len(seen):
+            found = seen[np.minimum(np.searchsorted(seen, fresh), len(seen) - 1)] == fresh
+            fresh = fresh[~found]
+        # Two sorted runs: the stable sort (timsort) merges them in linear time.
+        seen = np.sort(np.concatenate([seen, fresh]), kind="stable")
     return seen // n, seen % n
 
 
