@@ -19,7 +19,7 @@ import numpy as np
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.save import save_decisions
-from promptmill.core.state import kept_images_sql, kept_prompts_sql
+from promptmill.core.state import DROP_STAGES, kept_images_sql, kept_prompts_sql
 from promptmill.core.store import Store
 from promptmill.core.text import normalize, text_hash
 from promptmill.dedup import clusters
@@ -256,7 +256,7 @@ def nothing_new(store: Store, scopes: list[str], item_type: str) -> bool:
     return store.scalar(
         f"SELECT count(*) FROM (SELECT 1 FROM {table} t WHERE t.id > :upto AND ("
         "NOT EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = :type AND d.item_id = t.id "
-        "AND d.stage IN ('clean', 'dedup') AND d.verdict = 'drop') "
+        f"AND d.stage IN ({DROP_STAGES[item_type]}) AND d.verdict = 'drop') "
         "OR EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = :type AND d.item_id = t.id "
         "AND d.stage = 'review')) LIMIT 1)", {"upto": min(passed), "type": item_type}) == 0
 
