@@ -21,6 +21,7 @@ it was not built.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ JACCARD = 0.8        # linked lexically at or above this word-set Jaccard
 GREY_FLOOR = 0.5     # from here up to JACCARD a pair is embedded...
 COSINE = 0.85        # ...and linked at or above this MiniLM cosine
 
-# Words that cleaning's strip rules remove as boilerplate: quality tags, render engines,
-# art sites, resolution tags. Ignored here so that appending them changes nothing.
+# Tag-tail words: those cleaning's strip rules remove (art sites, render engines, "trending",
+# "award winning") and the quality and resolution tags appended the same way. Ignored here so
+# that appending them changes nothing.
 BOILERPLATE = frozenset("""
     trending featured popular artstation cgsociety deviantart pixiv behance hq hd uhd 4k 8k 16k 64k
     octane render rendered unreal engine redshift vray cryengine unity3d blender
@@ -61,7 +63,6 @@ STOPWORDS = frozenset("""
 
 _MULTIPLIERS = np.random.default_rng(20240601).integers(1, 2**63, size=PERMUTATIONS, dtype=np.uint64) * 2 + 1
 _OFFSETS = np.random.default_rng(20240602).integers(0, 2**63, size=PERMUTATIONS, dtype=np.uint64)
-_IGNORED_HASHES = None
 
 
 def word_hashes(words: Sequence[bytes]) -> np.ndarray:
@@ -72,11 +73,9 @@ def word_hashes(words: Sequence[bytes]) -> np.ndarray:
     return digests.reshape(-1, 16)[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
 
 
+@functools.cache
 def _ignored_hashes() -> np.ndarray:
-    global _IGNORED_HASHES
-    if _IGNORED_HASHES is None:
-        _IGNORED_HASHES = np.sort(word_hashes([w.encode() for w in BOILERPLATE | STOPWORDS]))
-    return _IGNORED_HASHES
+    return np.sort(word_hashes([w.encode() for w in BOILERPLATE | STOPWORDS]))
 
 
 @dataclass
