@@ -192,6 +192,13 @@ def test_a_rerun_with_nothing_new_loads_nothing(tmp_path, invoke, store, monkeyp
     assert "methods up to date 2" in invoke("03_dedup", "prompts", "--lexical-only").output
 
 
+def test_images_rerun_with_nothing_new_stops_at_once(invoke):
+    invoke("01_collect", "imagefolder", ROOT / "examples" / "images")
+    first = invoke("03_dedup", "images").output
+    assert "sha256 compared" in first and "phash compared" in first
+    assert "methods up to date 2" in invoke("03_dedup", "images").output
+
+
 @pytest.mark.slow
 def test_grey_zone_pairs_are_linked_by_minilm_and_embeddings_are_cached(tmp_path, invoke, store, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
