@@ -136,7 +136,8 @@ def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _has_extension() -> bool:
-    return _simhash is not None and hasattr(_simhash, "minhash_folded")
+    """The C extension with the cascade's functions (an older build has only the simhash one)."""
+    return _simhash is not None and hasattr(_simhash, "minhash_folded") and hasattr(_simhash, "common_words")
 
 
 def sketches(texts: Sequence[str]) -> Sketches:
