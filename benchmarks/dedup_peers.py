@@ -68,6 +68,8 @@ def load_originals(folder: Path, rng: random.Random) -> list[str]:
 
 def _edit(kind: str, text: str, rng: random.Random, vocabulary: list[str]) -> str:
     words = text.split()
+    if not words:  # a first edit of two left nothing
+        return rng.choice(EXTRA_WORDS)
     if kind == "swap word":
         content = [i for i, w in enumerate(words) if len(w.strip(",.")) > 3] or list(range(len(words)))
         i = rng.choice(content)
