@@ -147,9 +147,14 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
                 find = dedup.exact_links
             elif method == "cascade":
                 def find(batch):
-                    def embed(indices):  # the model is loaded only if a text is not cached yet
+                    def embed(indices):  # the local model is loaded only if a text is not cached yet
+                        remote = None
+                        if engine == "ray":
+                            from promptmill.engine.embed import RayEncoder
+
+                            remote = RayEncoder(model, address, workers, num_gpus_per_worker)
                         vectors, computed = semantic.embed(store, [batch.texts[i] for i in indices.tolist()], model,
-                                                           batch_size)
+                                                           batch_size, remote)
                         run.add("embeddings computed", computed)
                         return vectors
                     return dedup.cascade_links(batch, None if lexical_only else embed, run.add,
