@@ -177,7 +177,7 @@ def test_exact_and_simhash_keep_one_of_each_pair(corpus, invoke, store):
     assert exact_scores == [{"score": 1.0}]
     assert store.scalar("SELECT max(score) FROM decisions WHERE rule = 'simhash'") <= 3
     again = invoke("03_dedup", "prompts", "--method", "exact,simhash")
-    assert "dropped 0" in again.output and store.count("decisions") == 80
+    assert "methods up to date 2" in again.output and store.count("decisions") == 80
     report = invoke("03_dedup", "report").output
     assert "exact;keep=oldest" in report and "60 dropped" in report and "cluster of 2" in report
 
@@ -195,12 +195,12 @@ def test_keep_longest_and_source_priority(tmp_path, invoke, store):
 def test_new_prompts_are_compared_only_against_everything_kept(corpus, tmp_path, invoke, store):
     first, second, lines = corpus
     invoke("01_collect", "text", first)
-    invoke("03_dedup", "prompts")
+    invoke("03_dedup", "prompts", "--method", "exact,simhash")
     assert store.count("decisions") == 0
     passes = store.query("SELECT * FROM dedup_passes ORDER BY scope")
     assert [p["items"] for p in passes] == [400, 400]
     invoke("01_collect", "text", second)
-    result = invoke("03_dedup", "prompts")
+    result = invoke("03_dedup", "prompts", "--method", "exact,simhash")
     assert "exact compared 80" in result.output and "simhash compared 20" in result.output
     assert {item for item, _, _ in dedup_drops(store)} == set(range(401, 481))
 

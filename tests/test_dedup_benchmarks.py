@@ -17,7 +17,7 @@ def test_dedup_quality_quick_reports_recall_and_precision(capsys):
     result = load("dedup_quality").main(["--quick"])
     assert result["name"] == "dedup_quality" and result["ratio"] > 0
     table = capsys.readouterr().out
-    assert "| default: exact + simhash wordset k=3 |" in table and "| simhash char4 k=3 |" in table
+    assert "| exact + simhash wordset k=3 (the former default) |" in table and "| simhash char4 k=3 |" in table
 
 
 @pytest.mark.slow
@@ -26,3 +26,14 @@ def test_dedup_speed_quick_checks_fingerprints_and_runs_the_step(capsys):
     assert [r["name"] for r in rows] == ["dedup_speed fingerprints", "dedup_speed step"]
     assert all(r["ratio"] > 0 for r in rows)
     assert "exact dropped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_dedup_peers_quick_scores_each_method_on_the_same_copies(capsys):
+    rows = load("dedup_peers").main(["--quick", "--show-false", "2"])
+    assert [r["name"] for r in rows] == ["dedup_peers promptmill exact,cascade --lexical-only",
+                                         "dedup_peers promptmill exact,simhash (wordset k=3)"]
+    table = capsys.readouterr().out
+    assert "| swap word |" in table and "2,000 texts (500 edited copies)" in table
+    cascade, simhash = rows
+    assert cascade["figure"] > simhash["figure"] and 0.9 < cascade["baseline"] <= 1

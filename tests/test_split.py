@@ -27,7 +27,7 @@ def test_clusters_never_straddle_splits_and_report_finds_no_leak(tmp_path, invok
     lines = seed_lines("prompts_filtered_4.0.txt", 600)
     invoke("01_collect", "text", write_lines(tmp_path / "a.txt", lines), write_lines(tmp_path / "b.txt",
                                                                                      near_copies(lines)))
-    invoke("03_dedup", "prompts", "--k", "6")
+    invoke("03_dedup", "prompts", "--method", "exact,simhash", "--k", "6")
     invoke("08_split", "assign", "--validation", "0.3", "--test", "0.1", "--seed", "7")
     splits = split_of(store, "prompt")
     assert len(splits) == store.count("prompts")
@@ -39,7 +39,7 @@ def test_clusters_never_straddle_splits_and_report_finds_no_leak(tmp_path, invok
     assert "leakage (exact, simhash): 0 cross-split pair(s)" in report
     assert "validation" in report and "a.txt" in report
     again = invoke("08_split", "assign", "--validation", "0.3", "--test", "0.1", "--seed", "7")
-    assert "prompts assigned 0" in again.output
+    assert "already assigned, nothing new" in again.output
 
 
 def test_report_lists_pairs_that_cross_splits(tmp_path, invoke, store):
@@ -56,11 +56,11 @@ def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):
     old, new = lines[:1800], lines[1800:] + near_copies(lines[:60])
     first, second = write_lines(tmp_path / "old.txt", old), write_lines(tmp_path / "new.txt", new)
     invoke("01_collect", "text", first)
-    invoke("03_dedup", "prompts")
+    invoke("03_dedup", "prompts", "--lexical-only")
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3")
     before = split_of(store, "prompt")
     invoke("01_collect", "text", second)
-    invoke("03_dedup", "prompts")
+    invoke("03_dedup", "prompts", "--lexical-only")
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3")
     after = split_of(store, "prompt")
     assert {k: after[k] for k in before} == before
@@ -70,7 +70,7 @@ def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):
     # The same data assigned in one go gives the same splits: a function of cluster and seed.
     fresh = tmp_path / "fresh" / "p.db"
     invoke("01_collect", "text", first, second, db=fresh)
-    invoke("03_dedup", "prompts", db=fresh)
+    invoke("03_dedup", "prompts", "--lexical-only", db=fresh)
     invoke("08_split", "assign", "--validation", "0.2", "--seed", "3", db=fresh)
     from promptmill.core.store import open_store
 
@@ -137,3 +137,49 @@ def test_an_imported_release_keeps_its_splits(tmp_path, invoke, store):
         assert prompts[row["prompt_id"]] == row["split"]
     assert "validation" in {row["split"] for row in store.query(
         "SELECT json_extract(meta, '$.split') AS split FROM image_origins")}
+
+
+def example_lines(limit):
+    from paths import EXAMPLES_DIR
+
+    text = (EXAMPLES_DIR / "prompts" / "diffusiondb_style.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()][:limit]
+
+
+def test_a_rerun_with_nothing_new_stops_at_once_and_new_items_are_still_assigned(tmp_path, invoke, store):
+    lines = example_lines(400)
+    invoke("01_collect", "text", write_lines(tmp_path / "a.txt", lines[:300]))
+    invoke("03_dedup", "prompts", "--method", "exact,cascade", "--lexical-only")
+    invoke("08_split", "assign", "--validation", "0.2")
+    assert store.count("split_passes") == 1
+    again = invoke("08_split", "assign", "--validation", "0.2")
+    assert "already assigned, nothing new" in again.output and "prompts assigned" not in again.output
+    # Another scope is not up to date; a new prompt or a new decision makes this one stale too.
+    other = invoke("08_split", "assign", "--validation", "0.3")
+    assert "prompts assigned 300" in other.output
+    invoke("01_collect", "text", write_lines(tmp_path / "b.txt", lines[300:]))
+    later = invoke("08_split", "assign", "--validation", "0.2")
+    assert "prompts assigned 100" in later.output
+    assert len(split_of(store, "prompt")) == 400
+    report = invoke("08_split", "report", "--method", "exact,cascade", "--scope", "seed=0;validation=0.2;test=0").output
+    assert "leakage (exact, cascade): 0 cross-split pair(s)" in report
+
+
+def test_a_pass_is_not_recorded_when_other_writers_added_decisions_meanwhile(tmp_path, invoke, store, run):
+    from promptmill.core.runs import start_run
+    from promptmill.core.save import save_decisions
+    from promptmill.split import assign
+
+    invoke("01_collect", "text", write_lines(tmp_path / "a.txt", example_lines(20)))
+    seen = assign.watermark(store)
+    with start_run(store, "02_clean", "prompts", {}, argv=["pytest"]) as other, store.transaction() as conn:
+        # a decision by another run lands while this one assigns
+        save_decisions(conn, other, [{"item_type": "prompt", "item_id": 1, "stage": "clean", "verdict": "drop",
+                                      "scope": "x"}])
+    assert not assign.record_pass(store, run, "seed=0", seen)
+    seen = assign.watermark(store)
+    with store.transaction() as conn:
+        save_decisions(conn, run, [{"item_type": "prompt", "item_id": 2, "stage": "split", "verdict": "assign",
+                                    "scope": "seed=0", "value": "train"}])
+    assert assign.record_pass(store, run, "seed=0", seen)
+    assert assign.up_to_date(store, "seed=0") and not assign.up_to_date(store, "seed=1")

@@ -624,8 +624,198 @@ done:
     return values;
 }
 
+/* ---- MinHash signatures for the cascade --------------------------------- */
+
+static int contains(const uint64_t *sorted, Py_ssize_t n, uint64_t value)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < value)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && sorted[lo] == value;
+}
+
+static int compare_words(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+PyDoc_STRVAR(minhash_folded_doc,
+             "minhash_folded(texts, ignored, multipliers, offsets) -> (signatures, counts, hashes)\n\n"
+             "Each text's distinct words (as for 'wordset', hashed as the simhash package hashes a\n"
+             "feature) less those whose hash is in `ignored` (sorted native uint64 bytes); for each\n"
+             "pair (a, b) of `multipliers` and `offsets` (native uint64 bytes), the minimum over\n"
+             "those words of (a * hash + b) >> 32 mod 2**64, as native uint32, text by text (all\n"
+             "ones for a text without words); the number of words of each text (native int64) and\n"
+             "their hashes (native uint64, text after text, ascending within a text).");
+
+static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *texts;
+    Py_buffer ignored, multipliers, offsets;
+    if (!PyArg_ParseTuple(args, "Oy*y*y*:minhash_folded", &texts, &ignored, &multipliers, &offsets))
+        return NULL;
+    PyObject *result = NULL, *signatures = NULL, *counts = NULL, *hashes = NULL;
+    Table table = {0};
+    Buffers buffers = {0};
+    uint64_t *words = NULL;
+    size_t words_used = 0, words_capacity = 0;
+    PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
+    if (!sequence)
+        goto released;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    Py_ssize_t perms = multipliers.len / (Py_ssize_t)sizeof(uint64_t);
+    if (offsets.len != multipliers.len) {
+        PyErr_SetString(PyExc_ValueError, "multipliers and offsets differ in length");
+        goto done;
+    }
+    const uint64_t *a = multipliers.buf, *b = offsets.buf, *skip = ignored.buf;
+    Py_ssize_t skipped = ignored.len / (Py_ssize_t)sizeof(uint64_t);
+    signatures = PyBytes_FromStringAndSize(NULL, count * perms * (Py_ssize_t)sizeof(uint32_t));
+    counts = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    if (!signatures || !counts)
+        goto done;
+    if (table_init(&table, 1) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint32_t *out = (uint32_t *)PyBytes_AS_STRING(signatures);
+    int64_t *sizes = (int64_t *)PyBytes_AS_STRING(counts);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+            goto done;
+        }
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(text) < 0)
+            goto done;
+#endif
+        if (buffers_fit(&buffers, (size_t)PyUnicode_GET_LENGTH(text)) < 0)
+            goto no_memory;
+        size_t features = text_features(&buffers, WORDSET, text);
+        if (table_reserve(&table, features) < 0)
+            goto no_memory;
+        if (words_used + features > words_capacity) {
+            size_t capacity = 2 * (words_used + features) + 1024;
+            uint64_t *grown = realloc(words, capacity * sizeof(uint64_t));
+            if (!grown)
+                goto no_memory;
+            words = grown;
+            words_capacity = capacity;
+        }
+        uint32_t *minima = out + i * perms;
+        for (Py_ssize_t p = 0; p < perms; p++)
+            minima[p] = UINT32_MAX;
+        size_t first = words_used;
+        for (size_t j = 0; j < features; j++) {
+            Py_ssize_t slot = feature_slot(&table, &buffers.features[j]);
+            if (slot < 0)
+                goto no_memory;
+            if (table.last_text[slot] == i)
+                continue;
+            table.last_text[slot] = i;
+            uint64_t value = table.slots[slot].value;
+            if (contains(skip, skipped, value))
+                continue;
+            words[words_used++] = value;
+            for (Py_ssize_t p = 0; p < perms; p++) {
+                uint32_t v = (uint32_t)((a[p] * value + b[p]) >> 32);
+                if (v < minima[p])
+                    minima[p] = v;
+            }
+        }
+        qsort(words + first, words_used - first, sizeof(uint64_t), compare_words);
+        sizes[i] = (int64_t)(words_used - first);
+    }
+    hashes = PyBytes_FromStringAndSize((const char *)words, (Py_ssize_t)(words_used * sizeof(uint64_t)));
+    if (hashes)
+        result = PyTuple_Pack(3, signatures, counts, hashes);
+    goto done;
+no_memory:
+    PyErr_NoMemory();
+done:
+    Py_XDECREF(signatures);
+    Py_XDECREF(counts);
+    Py_XDECREF(hashes);
+    free(words);
+    table_free(&table);
+    buffers_free(&buffers);
+    Py_DECREF(sequence);
+released:
+    PyBuffer_Release(&ignored);
+    PyBuffer_Release(&multipliers);
+    PyBuffer_Release(&offsets);
+    return result;
+}
+
+PyDoc_STRVAR(common_words_doc,
+             "common_words(indptr, hashes, left, right) -> bytes\n\n"
+             "For each pair (left[k], right[k]) of texts, how many word hashes they share: text i's\n"
+             "hashes are hashes[indptr[i]:indptr[i + 1]], ascending. indptr, left and right are\n"
+             "native int64 bytes, hashes native uint64 bytes; the counts come back as native int64.");
+
+static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer indptr, hashes, left, right;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*:common_words", &indptr, &hashes, &left, &right))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t words = hashes.len / (Py_ssize_t)sizeof(uint64_t);
+    Py_ssize_t pairs = left.len / (Py_ssize_t)sizeof(int64_t);
+    if (right.len != left.len || texts < 0) {
+        PyErr_SetString(PyExc_ValueError, "left and right differ in length, or indptr is empty");
+        goto done;
+    }
+    const int64_t *starts = indptr.buf, *a = left.buf, *b = right.buf;
+    const uint64_t *h = hashes.buf;
+    for (Py_ssize_t i = 0; i <= texts; i++)
+        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
+            goto done;
+        }
+    result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
+    if (!result)
+        goto done;
+    int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t k = 0; k < pairs; k++) {
+        if (a[k] < 0 || a[k] >= texts || b[k] < 0 || b[k] >= texts) {
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_IndexError, "text index out of range");
+            goto done;
+        }
+        int64_t i = starts[a[k]], i_end = starts[a[k] + 1], j = starts[b[k]], j_end = starts[b[k] + 1], n = 0;
+        while (i < i_end && j < j_end) {
+            if (h[i] < h[j])
+                i++;
+            else if (h[i] > h[j])
+                j++;
+            else {
+                n++;
+                i++;
+                j++;
+            }
+        }
+        out[k] = n;
+    }
+done:
+    PyBuffer_Release(&indptr);
+    PyBuffer_Release(&hashes);
+    PyBuffer_Release(&left);
+    PyBuffer_Release(&right);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fingerprints_folded", fingerprints_folded, METH_VARARGS, fingerprints_folded_doc},
+    {"minhash_folded", minhash_folded, METH_VARARGS, minhash_folded_doc},
+    {"common_words", common_words, METH_VARARGS, common_words_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -75,8 +75,8 @@ def _summarise(run, result):
 
 @cli.command()
 @db_option
-@click.option("--method", "method_list", default="exact,simhash", show_default=True,
-              help="Any of exact, simhash, semantic (comma-separated); they run cheapest first.")
+@click.option("--method", "method_list", default="exact,cascade", show_default=True,
+              help="Any of exact, cascade, simhash, semantic (comma-separated); they run cheapest first.")
 @click.option("--source", "sources", multiple=True, help="Only prompts of this source (id or path); repeatable.")
 @click.option("--against", help="Reference set never dropped: source:ID|PATH, split:NAME or release:NAME.")
 @click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
@@ -92,20 +92,27 @@ def _summarise(run, result):
               help="Semantic: cosine similarity that counts (0.75 is the usual choice with --against).")
 @click.option("--neighbours", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Semantic: nearest neighbours examined per prompt.")
+@click.option("--jaccard", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="Cascade: word-set Jaccard that links a candidate pair without embedding it.")
+@click.option("--cosine", type=click.FloatRange(0, 1), default=0.85, show_default=True,
+              help="Cascade: MiniLM cosine that links a grey-zone pair (Jaccard from 0.5 to --jaccard).")
+@click.option("--lexical-only", is_flag=True, help="Cascade: link by word overlap alone; embed nothing.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Semantic: encoder batch.")
 @click.option("--batch-rows", type=click.IntRange(1), default=20_000, show_default=True,
               help="Decisions written per transaction.")
 @ray_options
 def prompts(db_path, method_list, sources, against, keep, source_priority, features, k, model, threshold,
-            neighbours, batch_size, batch_rows, engine, address, workers, num_gpus_per_worker):
+            neighbours, jaccard, cosine, lexical_only, batch_size, batch_rows, engine, address, workers,
+            num_gpus_per_worker):
     """Drop exact and near-duplicate prompts, keeping one per cluster."""
-    methods = _methods(method_list, ("exact", "simhash", "semantic"))
+    methods = _methods(method_list, ("exact", "cascade", "simhash", "semantic"))
     priority = _priority(source_priority)
     if keep == "source-priority" and not priority:
         raise BadInput("--keep source-priority needs --source-priority ID,ID,...")
     params = {"method": methods, "source": list(sources), "against": against, "keep": keep,
               "source_priority": priority, "features": features, "k": k, "model": model,
-              "threshold": threshold, "neighbours": neighbours}
+              "threshold": threshold, "neighbours": neighbours, "jaccard": jaccard, "cosine": cosine,
+              "lexical_only": lexical_only}
     with step_run(db_path, STEP, "prompts", params) as (store, run):
         import numpy as np
 
@@ -114,16 +121,21 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
 
         try:
             source_ids = dedup.resolve_sources(store, sources) if sources else []
-            if "semantic" in methods:
+            if "semantic" in methods or ("cascade" in methods and not lexical_only):
                 semantic.model_path(model)
         except ValueError as exc:
             raise BadInput(str(exc)) from exc
         method_scopes = {
             "exact": "exact",
+            "cascade": (f"cascade:j={jaccard:g}:" + ("lexical" if lexical_only else
+                                                     f"{semantic.model_name(model)}:c={cosine:g}")),
             "simhash": f"simhash:{features}:k={k}",
             "semantic": f"semantic:{semantic.model_name(model)}:{threshold:g}:n={neighbours}",
         }
         scopes = {m: dedup.scope_name(method_scopes[m], keep, source_ids, against, priority) for m in methods}
+        if dedup.nothing_new(store, list(scopes.values()), "prompt"):
+            run.add("methods up to date", len(methods))
+            return
         loaded = dedup.load_prompts(store, list(scopes.values()))
         encoder = None
         for method in methods:
@@ -133,6 +145,20 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
             items = _targets_and_reference(store, items, dedup.load_prompts_by_id, "prompt", source_ids, against)
             if method == "exact":
                 find = dedup.exact_links
+            elif method == "cascade":
+                def find(batch):
+                    def embed(indices):  # the local model is loaded only if a text is not cached yet
+                        remote = None
+                        if engine == "ray":
+                            from promptmill.engine.embed import RayEncoder
+
+                            remote = RayEncoder(model, address, workers, num_gpus_per_worker)
+                        vectors, computed = semantic.embed(store, [batch.texts[i] for i in indices.tolist()], model,
+                                                           batch_size, remote)
+                        run.add("embeddings computed", computed)
+                        return vectors
+                    return dedup.cascade_links(batch, None if lexical_only else embed, run.add,
+                                               jaccard_cut=jaccard, cosine_cut=cosine)
             elif method == "simhash":
                 def find(batch):
                     return dedup.simhash_links(batch, features, k)
@@ -185,6 +211,9 @@ def images(db_path, method_list, sources, against, keep, source_priority, k):
             raise BadInput(str(exc)) from exc
         method_scopes = {"sha256": "sha256", "phash": f"phash:k={k}"}
         scopes = {m: dedup.scope_name(method_scopes[m], keep, source_ids, against, priority) for m in methods}
+        if dedup.nothing_new(store, list(scopes.values()), "image"):
+            run.add("methods up to date", len(methods))
+            return
         loaded = dedup.load_images(store, list(scopes.values()))
         for method in methods:
             others = [s for m, s in scopes.items() if m != method]

@@ -1,9 +1,15 @@
-"""Clusters from candidate pairs (union-find), and which member of each cluster is kept.
+"""Clusters from linked pairs, and which member of each cluster is kept.
 
-Union-find runs vectorised: every round hooks the larger of two differing roots
-onto the smaller (``np.minimum.at``) and then compresses paths by pointer
-jumping, until every pair shares a root. The root of a cluster is its lowest
-index; which member is *kept* is a separate, documented choice (`KEEP_RULES`).
+Exact duplicates are an equivalence, so they cluster by union-find: it runs
+vectorised, every round hooking the larger of two differing roots onto the
+smaller (``np.minimum.at``) and then compressing paths by pointer jumping.
+
+Near-duplicates are not transitive (A ~ B and B ~ C says nothing of A and C), so
+they cluster as stars (`star`): items are visited in keep order; one that no
+earlier kept item has claimed is kept and claims every unclaimed item linked to
+it. Every dropped item then names a kept item it was itself linked to, and
+nothing leaves through a chain. Which member is *kept* first is a separate,
+documented choice (`KEEP_RULES`).
 """
 
 from __future__ import annotations
@@ -84,3 +90,55 @@ def dropped(roots: np.ndarray, kept: np.ndarray, fixed: np.ndarray | None = None
     """Indices of items to drop: every member that is not its cluster's kept item or a reference item."""
     fixed = np.zeros(len(roots), dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool)
     return np.flatnonzero((kept != np.arange(len(roots))) & ~fixed)
+
+
+def star(n: int, left: np.ndarray, right: np.ndarray, rank: np.ndarray, fixed: np.ndarray | None = None,
+         group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept item of each item, index of the link that dropped it or -1) by star clustering.
+
+    Items are visited by `rank` (reference items first); a visited item that no kept item has
+    claimed is kept and claims its unclaimed linked items. Reference items are never claimed.
+    Items with the same `group` value (an identical fingerprint) count as one: the best-ranked
+    of them stands for all, and the others follow it, to it or to its claimer."""
+    fixed = np.zeros(n, dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool)
+    node = np.arange(n) if group is None else np.unique(group, return_inverse=True)[1].ravel()
+    nodes = int(node.max()) + 1 if n else 0
+    score = np.asarray(rank, dtype=np.int64) + np.where(fixed, 0, n)
+    best = np.full(nodes, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(best, node, score)
+    leader = np.empty(nodes, dtype=np.int64)
+    winners = np.flatnonzero(best[node] == score)
+    leader[node[winners]] = winners
+    node_fixed = np.zeros(nodes, dtype=bool)
+    node_fixed[node[fixed]] = True
+
+    a, b = node[np.asarray(left, dtype=np.int64)], node[np.asarray(right, dtype=np.int64)]
+    link = np.flatnonzero(a != b)
+    ends = np.concatenate([a[link], b[link]])
+    partners = np.concatenate([b[link], a[link]])
+    links = np.concatenate([link, link])
+    order = np.lexsort((best[partners], ends))
+    ends, partners, links = ends[order], partners[order], links[order]
+    starts = np.searchsorted(ends, np.arange(nodes + 1))
+    center = np.arange(nodes)
+    via = np.full(nodes, -1, dtype=np.int64)
+    linked = np.unique(ends)
+    partner_list, link_list, start_list = partners.tolist(), links.tolist(), starts.tolist()
+    best_list, fixed_list = best.tolist(), node_fixed.tolist()
+    claimed = [False] * nodes
+    for current in linked[np.argsort(best[linked], kind="stable")].tolist():
+        if claimed[current]:
+            continue
+        # Every better-ranked neighbour was visited first and would have claimed this one.
+        for k in range(start_list[current], start_list[current + 1]):
+            other = partner_list[k]
+            if not claimed[other] and not fixed_list[other] and best_list[other] > best_list[current]:
+                claimed[other] = True
+                center[other] = current
+                via[other] = link_list[k]
+    item_center = center[node]
+    kept = leader[item_center]
+    keeps_itself = fixed | (kept == np.arange(n))
+    kept = np.where(keeps_itself, np.arange(n), kept)
+    item_via = np.where(keeps_itself | (item_center == node), -1, via[node])
+    return kept, item_via

@@ -18,12 +18,13 @@ import numpy as np
 
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
-from promptmill.core.state import kept_images_sql, kept_prompts_sql
+from promptmill.core.save import save_decisions
+from promptmill.core.state import DROP_STAGES, kept_images_sql, kept_prompts_sql
 from promptmill.core.store import Store
 from promptmill.core.text import normalize, text_hash
 from promptmill.dedup import clusters
 
-PROMPT_METHODS = ("exact", "simhash", "semantic")
+PROMPT_METHODS = ("exact", "cascade", "simhash", "semantic")
 IMAGE_METHODS = ("sha256", "phash")
 WRITE_BATCH = 20_000
 
@@ -56,12 +57,20 @@ class Items:
 
 @dataclass
 class Links:
-    """Pairs of item indices a method found similar, with its score for any pair."""
+    """Pairs of item indices a method found similar, with its score for any pair.
+
+    `transitive` links (equal keys) cluster by union-find; the others as stars, so that every
+    drop names a kept item it was linked to. `group` marks items a method cannot tell apart
+    (identical fingerprints). `describe`, given the indices of the links that dropped items,
+    returns their (rule, reason, score, value) when a method records more than one score."""
 
     left: np.ndarray
     right: np.ndarray
     score: Callable[[np.ndarray, np.ndarray], np.ndarray]
     reason: str  # format with score, e.g. "hamming {score:g}"
+    transitive: bool = False
+    group: np.ndarray | None = None
+    describe: Callable[[np.ndarray], list[tuple[str, str, float, str | None]]] | None = None
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -174,7 +183,7 @@ def exact_links(items: Items) -> Links:
     # Link each member to its predecessor in sorted order: spans the group.
     left, right = order[same], order[same + 1]
     useful = ~(items.fixed[left] & items.fixed[right])
-    return Links(left[useful], right[useful], lambda a, b: np.ones(len(a)), "same normalised text")
+    return Links(left[useful], right[useful], lambda a, b: np.ones(len(a)), "same normalised text", transitive=True)
 
 
 def simhash_links(items: Items, features: str, k: int, values: np.ndarray | None = None) -> Links:
@@ -182,7 +191,39 @@ def simhash_links(items: Items, features: str, k: int, values: np.ndarray | None
 
     values = fingerprints(items.texts, features) if values is None else values
     left, right, _ = near_pairs(values, k, items.fixed)
-    return Links(left, right, lambda a, b: hamming(values[a], values[b]).astype(float), "hamming {score:g}")
+    return Links(left, right, lambda a, b: hamming(values[a], values[b]).astype(float), "hamming {score:g}",
+                 group=values)
+
+
+def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None,
+                  count: Callable[[str, int], None] = lambda name, n: None, **cuts) -> Links:
+    """MinHash LSH candidates verified by word-set overlap, the grey zone by cosine (`embed`);
+    `count` hears how many candidate pairs were verified."""
+    import json
+
+    from promptmill.dedup import cascade
+
+    sets = cascade.sketches(items.texts)
+    left, right = cascade.candidates(sets.signatures, items.fixed, sets.sizes() > 0)
+    found = cascade.verify(sets, left, right, embed, **cuts)
+    count("cascade candidates", found.candidates)
+
+    def describe(links: np.ndarray) -> list[tuple[str, str, float, str]]:
+        out = []
+        for stage, jaccard, containment, cosine in zip(found.stage[links].tolist(), found.jaccard[links].tolist(),
+                                                      found.containment[links].tolist(),
+                                                      found.cosine[links].tolist()):
+            scores = {"jaccard": round(jaccard, 4), "containment": round(containment, 4),
+                      "cosine": None if cosine != cosine else round(cosine, 4)}
+            text = f"{stage}: jaccard {jaccard:.3f}, containment {containment:.3f}"
+            if scores["cosine"] is not None:
+                text += f", cosine {cosine:.3f}"
+            out.append((f"cascade:{stage}", text, cosine if stage == "semantic" else jaccard,
+                        json.dumps(scores, sort_keys=True)))
+        return out
+
+    return Links(found.left, found.right, lambda a, b: cascade.overlaps(sets, a, b)[0], "jaccard {score:.3f}",
+                 describe=describe)
 
 
 # ---- a pass ----------------------------------------------------------------------------------------
@@ -202,6 +243,22 @@ class PassResult:
 def last_pass(store: Store, scope: str, item_type: str) -> int | None:
     return store.scalar("SELECT max(upto_id) FROM dedup_passes WHERE scope = ? AND item_type = ?",
                         (scope, item_type))
+
+
+def nothing_new(store: Store, scopes: list[str], item_type: str) -> bool:
+    """True when every scope has a pass and each item past the oldest of them was dropped by
+    cleaning or dedup (and not reviewed since): then no pass would find anything to compare, and
+    loading the items can be skipped."""
+    passed = [last_pass(store, scope, item_type) for scope in scopes]
+    if not passed or None in passed:
+        return False
+    table = "prompts" if item_type == "prompt" else "images"
+    return store.scalar(
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} t WHERE t.id > :upto AND ("
+        "NOT EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = :type AND d.item_id = t.id "
+        f"AND d.stage IN ({DROP_STAGES[item_type]}) AND d.verdict = 'drop') "
+        "OR EXISTS (SELECT 1 FROM decisions d WHERE d.item_type = :type AND d.item_id = t.id "
+        "AND d.stage = 'review')) LIMIT 1)", {"upto": min(passed), "type": item_type}) == 0
 
 
 def dropped_by(store: Store, scope: str, item_type: str) -> np.ndarray:
@@ -237,23 +294,36 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
     result.compared = int((~items.fixed).sum())
     links = find_links(items)
     result.pairs = len(links.left)
-    roots = clusters.union_find(len(items.ids), links.left, links.right)
     rank = clusters.keep_order(items.ids, items.sizes, items.source_ids, keep, source_priority)
-    kept = clusters.representatives(roots, rank, items.fixed)
-    drops = clusters.dropped(roots, kept, items.fixed)
-    result.clusters = len(np.unique(roots[drops]))
+    if links.transitive:
+        roots = clusters.union_find(len(items.ids), links.left, links.right)
+        kept = clusters.representatives(roots, rank, items.fixed)
+        drops = clusters.dropped(roots, kept, items.fixed)
+        via = np.full(len(items.ids), -1, dtype=np.int64)
+    else:
+        kept, via = clusters.star(len(items.ids), links.left, links.right, rank, items.fixed, links.group)
+        drops = np.flatnonzero(kept != np.arange(len(items.ids)))
+    result.clusters = len(np.unique(kept[drops]))
     result.drops = len(drops)
-    scores = links.score(drops, kept[drops]) if len(drops) else np.zeros(0)
-    rows = [
-        (item_type, int(items.ids[i]), scope, method,
-         links.reason.format(score=float(s)) + f" to {item_type} {int(items.ids[r])}",
-         float(s), int(items.ids[r]), run.id)
-        for i, r, s in zip(drops.tolist(), kept[drops].tolist(), scores.tolist())
-    ]
-    result.drops_written += store.insert_batches(
-        "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, "
-        "representative_id, run_id) VALUES (?, ?, 'dedup', 'drop', ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", rows, batch_rows, f"{method} decisions", "drop")
+    ids = items.ids.tolist()
+    with bar(total=len(drops), desc=f"{method} decisions", unit="drop") as progress:
+        for start in range(0, len(drops), batch_rows):
+            batch = drops[start:start + batch_rows]
+            batch_kept = kept[batch]
+            if links.describe is not None:
+                described = links.describe(via[batch])
+            else:
+                scores = links.score(batch, batch_kept).tolist() if len(batch) else []
+                described = [(method, links.reason.format(score=s), s, None) for s in scores]
+            decisions = [
+                {"item_type": item_type, "item_id": ids[i], "stage": "dedup", "verdict": "drop",
+                 "scope": scope, "rule": rule, "reason": f"{reason} to {item_type} {ids[r]}",
+                 "score": float(score), "representative_id": ids[r], "value": value}
+                for i, r, (rule, reason, score, value) in zip(batch.tolist(), batch_kept.tolist(), described)
+            ]
+            with store.transaction() as conn:
+                result.drops_written += save_decisions(conn, run, decisions)
+            progress.update(len(batch))
     with store.transaction():
         store.execute(
             "INSERT INTO dedup_passes (scope, item_type, upto_id, items, pairs, clusters, drops, run_id) "

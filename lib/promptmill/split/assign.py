@@ -129,6 +129,32 @@ def imported_splits(store: Store, item_type: str) -> dict[int, str]:
     return {item_id: SPLIT_NAMES[str(split).lower()] for item_id, split in rows if str(split).lower() in SPLIT_NAMES}
 
 
+def watermark(store: Store) -> tuple[int, int, int]:
+    """(max prompt id, max image id, max decision id): a split depends on nothing else."""
+    return tuple(store.scalar(f"SELECT COALESCE(max(id), 0) FROM {table}")
+                 for table in ("prompts", "images", "decisions"))
+
+
+def up_to_date(store: Store, scope: str) -> bool:
+    """True when an assignment of `scope` finished with no prompt, image or decision added since."""
+    prompts, images, decisions = watermark(store)
+    return store.scalar("SELECT count(*) FROM split_passes WHERE scope = ? AND prompts_upto = ? AND images_upto = ? "
+                        "AND decisions_upto = ?", (scope, prompts, images, decisions)) > 0
+
+
+def record_pass(store: Store, run: Run, scope: str, seen: tuple[int, int, int]) -> bool:
+    """Record what an assignment saw when it started (`seen`, a watermark) if nothing but its own
+    decisions arrived while it ran; return whether it was recorded."""
+    prompts, images, decisions = watermark(store)
+    foreign = store.scalar("SELECT count(*) FROM decisions WHERE id > ? AND run_id != ?", (seen[2], run.id))
+    if (prompts, images) != seen[:2] or foreign:
+        return False
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO split_passes (scope, prompts_upto, images_upto, decisions_upto, run_id) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (scope, prompts, images, decisions, run.id))
+    return True
+
+
 def existing_splits(store: Store, item_type: str, scope: str) -> dict[int, str]:
     return dict(store.execute("SELECT item_id, value FROM decisions WHERE item_type = ? AND stage = 'split' "
                               "AND scope = ?", (item_type, scope)))
@@ -223,6 +249,8 @@ def leakage(store: Store, scope: str | None, methods: list[str], features: str =
             links = dedup.exact_links(items)
         elif method == "simhash":
             links = dedup.simhash_links(items, features, k)
+        elif method == "cascade":
+            links = dedup.cascade_links(items, None)  # lexical stages: no model needed for a check
         else:
             from promptmill.dedup import semantic
 

@@ -35,15 +35,20 @@ def assign(db_path, validation, test, seed, stratify):
     scope = splits.scope_name(seed, validation, test, stratify)
     params = {"validation": validation, "test": test, "seed": seed, "stratify": stratify, "scope": scope}
     with step_run(db_path, STEP, "assign", params) as (store, run):
+        if splits.up_to_date(store, scope):
+            run.add("already assigned, nothing new")
+            return
+        seen = splits.watermark(store)
         prompt_splits = splits.assign_prompts(store, run, scope, seed, validation, test, stratify)
         splits.assign_images(store, run, scope, seed, validation, test, prompt_splits)
+        splits.record_pass(store, run, scope, seen)
 
 
 @cli.command()
 @db_option
 @click.option("--scope", help="Which assignment to check (default: the latest split of each item).")
 @click.option("--method", "method_list", default="exact,simhash", show_default=True,
-              help="Leakage check: any of exact, simhash, semantic.")
+              help="Leakage check: any of exact, cascade (its lexical stages), simhash, semantic.")
 @click.option("--features", type=click.Choice(["wordset", "word", "word2", "char4"]), default="wordset", show_default=True)
 @click.option("--k", "k", type=click.IntRange(0, 16), default=3, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.75, show_default=True,
@@ -53,8 +58,8 @@ def assign(db_path, validation, test, seed, stratify):
 def report(db_path, scope, method_list, features, k, threshold, model, show):
     """Items per split and source, and every near-duplicate pair that crosses splits."""
     methods = [m.strip() for m in method_list.split(",") if m.strip()]
-    if not methods or any(m not in ("exact", "simhash", "semantic") for m in methods):
-        raise BadInput("--method takes exact, simhash and/or semantic")
+    if not methods or any(m not in ("exact", "cascade", "simhash", "semantic") for m in methods):
+        raise BadInput("--method takes exact, cascade, simhash and/or semantic")
     from promptmill.cli import read_only
     from promptmill.split import assign as splits
 

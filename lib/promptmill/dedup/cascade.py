@@ -1,0 +1,280 @@
+"""Near-duplicate prompts by a candidate-then-verify cascade.
+
+1. Candidates: MinHash LSH over the distinct words of each prompt (case,
+   punctuation and word order ignored), leaving out function words and the
+   boilerplate that cleaning strips ("trending on artstation", "8k", "octane
+   render"), so a tag tail neither makes two prompts alike nor a copy unlike its
+   original. Only pairs sharing a band of ROWS signature values are looked at.
+2. Lexical verification of those pairs: the exact Jaccard similarity of their word
+   sets. At JACCARD or above a pair is linked.
+3. Semantic verification of the grey zone only (Jaccard from GREY_FLOOR): linked
+   when the MiniLM cosine of the two texts reaches COSINE. Only those texts are embedded, and cached as by the
+   semantic method. Thresholds were chosen by measurement (benchmarks/dedup_peers.py).
+
+Every word gets the simhash package's feature hash (md5, as the C extension's
+simhash computes it); each of the PERMUTATIONS hash functions is a multiply-shift
+of it and a signature value is the minimum over the prompt's words. The C
+extension tokenises, hashes and takes the minima in one pass per text, and counts
+shared words by merging sorted lists; numpy and Arrow give the same values where
+it was not built.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import compress
+
+import numpy as np
+
+from promptmill.dedup.fingerprints import _indptr, _simhash, _words, fold, word_features
+
+BANDS = 25
+ROWS = 4
+PERMUTATIONS = BANDS * ROWS
+TEXT_CHUNK = 100_000
+PAIR_CHUNK = 200_000   # candidate pairs verified at once (bounds memory to some 100 MB)
+BUCKET_LIMIT = 50  # members of a bucket paired with everyone; beyond, each pairs with the bucket's first ones
+# Chosen on edited copies of 20,000 real prompts (benchmarks/dedup_peers.py, another seed than
+# the table in the README): pair recall 0.91 at precision 0.993. Near-containment as a further
+# way into the grey zone found no more true pairs there, only more texts to embed.
+JACCARD = 0.8        # linked lexically at or above this word-set Jaccard
+GREY_FLOOR = 0.5     # from here up to JACCARD a pair is embedded...
+COSINE = 0.85        # ...and linked at or above this MiniLM cosine
+
+# Tag-tail words: those cleaning's strip rules remove (art sites, render engines, "trending",
+# "award winning") and the quality and resolution tags appended the same way. Ignored here so
+# that appending them changes nothing.
+BOILERPLATE = frozenset("""
+    trending featured popular artstation cgsociety deviantart pixiv behance hq hd uhd 4k 8k 16k 64k
+    octane render rendered unreal engine redshift vray cryengine unity3d blender
+    masterpiece best quality highly detailed ultra hyper hyperdetailed intricate sharp focus
+    award winning photorealistic hyperrealistic realistic cinematic lighting volumetric
+    digital art illustration concept smooth elegant
+""".split())
+# Function words: in short prompts they would be the minimum of many hash functions at once and
+# fill LSH buckets with unrelated prompts.
+STOPWORDS = frozenset("""
+    a an the of in on at to with and or for by from as is are be it its this that into onto over under
+    near while his her their my your our made very
+""".split())
+
+_MULTIPLIERS = np.random.default_rng(20240601).integers(1, 2**63, size=PERMUTATIONS, dtype=np.uint64) * 2 + 1
+_OFFSETS = np.random.default_rng(20240602).integers(0, 2**63, size=PERMUTATIONS, dtype=np.uint64)
+
+
+def word_hashes(words: Sequence[bytes]) -> np.ndarray:
+    """uint64 hash of each UTF-8 word: the simhash package's feature hash (last 8 bytes of md5),
+    as the C extension computes it."""
+    md5 = hashlib.md5
+    digests = np.frombuffer(b"".join([md5(word).digest() for word in words]), dtype=np.uint8)
+    return digests.reshape(-1, 16)[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+
+
+@functools.cache
+def _ignored_hashes() -> np.ndarray:
+    return np.sort(word_hashes([w.encode() for w in BOILERPLATE | STOPWORDS]))
+
+
+@dataclass
+class Sketches:
+    """Each text's distinct words (less boilerplate and function words) as uint64 hashes in CSR
+    form, and its MinHash signature: (texts, PERMUTATIONS) uint32, all ones without words."""
+
+    indptr: np.ndarray
+    hashes: np.ndarray
+    signatures: np.ndarray
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+
+def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signatures, words per text, word hashes) of one batch, as the C extension computes them:
+    ASCII texts are tokenised as bytes in one go; the others are folded first."""
+    is_ascii = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
+    owners, hashes = [], []
+    for part in (is_ascii, ~is_ascii):
+        rows = np.flatnonzero(part)
+        if not len(rows):
+            continue
+        part_texts = list(compress(texts, part))
+        if not is_ascii[rows[0]]:
+            part_texts = [" ".join(word_features(t)) for t in part_texts]
+        vocabulary, ids, counts = _words(part_texts)
+        values = word_hashes(vocabulary.to_pylist())
+        keep = ~np.isin(values, _ignored_hashes())[ids]
+        owners.append(np.repeat(rows, counts)[keep])
+        hashes.append(values[ids[keep]])
+    owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+    value = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+    order = np.lexsort((value, owner))
+    owner, value = owner[order], value[order]
+    first = np.ones(len(value), dtype=bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (value[1:] != value[:-1])
+    owner, value = owner[first], value[first]
+    counts = np.bincount(owner, minlength=len(texts))
+    signature = np.full((len(texts), PERMUTATIONS), np.iinfo(np.uint32).max, dtype=np.uint32)
+    has_words = counts > 0
+    if has_words.any():
+        # (PERMUTATIONS, words): each row contiguous, so the per-text minimum runs along rows.
+        permuted = ((_MULTIPLIERS[:, None] * value[None, :] + _OFFSETS[:, None]) >> np.uint64(32)).astype(np.uint32)
+        # Starts of the texts with words rise strictly, so each slice is exactly one text's words.
+        starts = _indptr(counts)[:-1][has_words]
+        signature[has_words] = np.minimum.reduceat(permuted, starts, axis=1).T
+    return signature, counts, value
+
+
+def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    folded = [text if text.isascii() else fold(text) for text in texts]
+    signature, counts, hashes = _simhash.minhash_folded(folded, _ignored_hashes().tobytes(),
+                                                        _MULTIPLIERS.tobytes(), _OFFSETS.tobytes())
+    return (np.frombuffer(signature, dtype=np.uint32).reshape(len(texts), PERMUTATIONS),
+            np.frombuffer(counts, dtype=np.int64), np.frombuffer(hashes, dtype=np.uint64))
+
+
+def _has_extension() -> bool:
+    """The C extension with the cascade's functions (an older build has only the simhash one)."""
+    return _simhash is not None and hasattr(_simhash, "minhash_folded") and hasattr(_simhash, "common_words")
+
+
+def sketches(texts: Sequence[str]) -> Sketches:
+    """Word sets and MinHash signatures of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
+    texts = list(texts)
+    chunk = _extension_chunk if _has_extension() else _numpy_chunk
+    parts = [chunk(texts[start:start + TEXT_CHUNK]) for start in range(0, len(texts), TEXT_CHUNK)]
+    if not parts:
+        return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64),
+                        np.zeros((0, PERMUTATIONS), dtype=np.uint32))
+    return Sketches(_indptr(np.concatenate([p[1] for p in parts])), np.concatenate([p[2] for p in parts]),
+                    np.concatenate([p[0] for p in parts]))
+
+
+def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of indices sharing a key: all pairs in buckets up to BUCKET_LIMIT, and in larger
+    buckets each member with the bucket's first BUCKET_LIMIT members (lowest index)."""
+    from promptmill.dedup.fingerprints import _groups, _pairs_within_groups
+
+    index = np.flatnonzero(usable)
+    order, starts, ends = _groups(keys[index])
+    sizes = ends - starts
+    small = (sizes > 1) & (sizes <= BUCKET_LIMIT)
+    lefts, rights = [], []
+    for left, right in _pairs_within_groups(order, starts[small], ends[small]):
+        lefts.append(index[left])
+        rights.append(index[right])
+    for start, end in zip(starts[sizes > BUCKET_LIMIT].tolist(), ends[sizes > BUCKET_LIMIT].tolist()):
+        members = index[order[start:end]]
+        leaders = members[:BUCKET_LIMIT]
+        others = np.repeat(members, BUCKET_LIMIT)
+        partners = np.tile(leaders, len(members))
+        differ = others != partners
+        lefts.append(partners[differ])
+        rights.append(others[differ])
+    if not lefts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    keys = np.sort(keys)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return keys[first]
+
+
+def candidates(signature: np.ndarray, fixed: np.ndarray, has_words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pairs (i < j) that share at least one LSH band, not both reference items.
+
+    A true pair shares most bands, so the pairs are made distinct band by band: memory holds the
+    distinct pairs so far plus one band's, not every band's."""
+    n = len(signature)
+    seen = np.zeros(0, dtype=np.int64)  # pair keys low * n + high, sorted and distinct
+    for band in range(BANDS):
+        block = signature[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)
+        keys = block[:, 0].copy()
+        for column in range(1, ROWS):
+            keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column]
+        left, right = _bucket_pairs(keys, has_words)
+        low, high = np.minimum(left, right), np.maximum(left, right)
+        useful = ~(fixed[low] & fixed[high])
+        fresh = _distinct(low[useful] * n + high[useful])
+        if len(seen):
+            found = seen[np.minimum(np.searchsorted(seen, fresh), len(seen) - 1)] == fresh
+            fresh = fresh[~found]
+        # Two sorted runs: the stable sort (timsort) merges them in linear time.
+        seen = np.sort(np.concatenate([seen, fresh]), kind="stable")
+    return seen // n, seen % n
+
+
+def _common_words(sets: Sketches, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How many words each pair shares: a merge of the two sorted hash lists in C, else hash
+    tables in Arrow (number the words, then count each pair's distinct (pair, word) keys)."""
+    if _has_extension():
+        return np.frombuffer(_simhash.common_words(sets.indptr.astype(np.int64).tobytes(), sets.hashes.tobytes(),
+                                                   a.astype(np.int64).tobytes(), b.astype(np.int64).tobytes()),
+                             dtype=np.int64)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sizes = sets.sizes()
+    members = np.concatenate([a, b])
+    counts = sizes[members]
+    pair = np.repeat(np.tile(np.arange(len(a), dtype=np.int64), 2), counts)
+    positions = np.repeat(sets.indptr[members] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    numbered = pc.dictionary_encode(pa.array(sets.hashes[positions]))
+    words = numbered.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    shift = np.int64(max(len(numbered.dictionary) - 1, 1).bit_length())
+    distinct = pc.unique(pa.array((pair << shift) | words)).to_numpy()
+    return sizes[a] + sizes[b] - np.bincount(distinct >> shift, minlength=len(a))
+
+
+def overlaps(sets: Sketches, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Jaccard, containment) of the word sets of each pair."""
+    sizes = sets.sizes()
+    common = np.zeros(len(left))
+    for start in range(0, len(left), PAIR_CHUNK):
+        common[start:start + PAIR_CHUNK] = _common_words(sets, left[start:start + PAIR_CHUNK],
+                                                         right[start:start + PAIR_CHUNK])
+    union = sizes[left] + sizes[right] - common
+    shorter = np.minimum(sizes[left], sizes[right])
+    return common / np.maximum(union, 1), common / np.maximum(shorter, 1)
+
+
+@dataclass
+class Verified:
+    """Linked pairs with how they were linked: stage 'lexical' or 'semantic', and all scores."""
+
+    left: np.ndarray
+    right: np.ndarray
+    stage: np.ndarray         # 'lexical' | 'semantic'
+    jaccard: np.ndarray
+    containment: np.ndarray
+    cosine: np.ndarray        # NaN where the pair was not embedded
+    candidates: int
+    embedded: int
+
+
+def verify(sets: Sketches, left: np.ndarray, right: np.ndarray,
+           embed: Callable[[np.ndarray], np.ndarray] | None, jaccard_cut: float = JACCARD,
+           cosine_cut: float = COSINE) -> Verified:
+    """Link candidate pairs at Jaccard >= `jaccard_cut`; send the grey zone below it (Jaccard >=
+    GREY_FLOOR) to the cosine of their embeddings (`embed` maps item indices to normalised
+    vectors; None links lexically only). Containment is measured and recorded, not used."""
+    jaccard, containment = overlaps(sets, left, right)
+    lexical = jaccard >= jaccard_cut
+    grey = ~lexical & (jaccard >= GREY_FLOOR)
+    cosine = np.full(len(left), np.nan)
+    embedded = 0
+    if embed is not None and grey.any():
+        texts, rows = np.unique(np.concatenate([left[grey], right[grey]]), return_inverse=True)
+        vectors = embed(texts)
+        embedded = len(texts)
+        a, b = rows[:grey.sum()], rows[grey.sum():]
+        cosine[grey] = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    linked = lexical | (grey & (cosine >= cosine_cut))
+    stage = np.where(lexical, "lexical", "semantic")[linked]
+    return Verified(left[linked], right[linked], stage, jaccard[linked], containment[linked], cosine[linked],
+                    len(left), embedded)
