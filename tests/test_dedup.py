@@ -188,7 +188,7 @@ def test_keep_longest_and_source_priority(tmp_path, invoke, store):
     invoke("01_collect", "text", a, b)
     invoke("03_dedup", "prompts", "--method", "exact", "--keep", "source-priority", "--source-priority", "2,1")
     assert dedup_drops(store) == {(1, 3, "exact")}
-    invoke("03_dedup", "prompts", "--method", "simhash", "--k", "16", "--keep", "longest")
+    invoke("03_dedup", "prompts", "--method", "simhash", "--near-dup-bits", "16", "--keep", "longest")
     assert (2, 4, "simhash") in dedup_drops(store)
 
 

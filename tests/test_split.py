@@ -27,7 +27,7 @@ def test_clusters_never_straddle_splits_and_report_finds_no_leak(tmp_path, invok
     lines = seed_lines("prompts_filtered_4.0.txt", 600)
     invoke("01_collect", "text", write_lines(tmp_path / "a.txt", lines), write_lines(tmp_path / "b.txt",
                                                                                      near_copies(lines)))
-    invoke("03_dedup", "prompts", "--method", "exact,simhash", "--k", "6")
+    invoke("03_dedup", "prompts", "--method", "exact,simhash", "--near-dup-bits", "6")
     invoke("08_split", "assign", "--validation", "0.3", "--test", "0.1", "--seed", "7")
     splits = split_of(store, "prompt")
     assert len(splits) == store.count("prompts")

@@ -91,7 +91,7 @@ def test_dry_run_lists_files_and_sends_nothing(released, db_path, hub):
 
 def test_push_refuses_without_token_or_with_a_changed_folder(released, db_path, hub):
     result = push(db_path, hub, "me/foxes", "--release", "v1", token="")
-    assert result.returncode == 2 and "HF_TOKEN" in result.stderr
+    assert result.returncode == 2 and "hf auth login" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     (released / "if" / "train" / "metadata.jsonl").write_text("{}\n")
     result = push(db_path, hub, "me/foxes", "--release", "v1")
@@ -127,3 +127,12 @@ def test_a_pushed_kohya_release_loads_as_images_with_captions(tmp_path, invoke, 
     assert list(dataset) == ["train"] and set(dataset["train"].features) == {"image", "text"}
     captions = sorted(data.decode().strip() for name, data in repo.items() if name.endswith(".txt"))
     assert sorted(row["text"] for row in dataset["train"]) == captions
+
+
+def test_push_uses_the_token_hf_auth_login_stored(released, db_path, store, hub):
+    home = db_path.parent / "logged-in"
+    home.mkdir()
+    (home / "token").write_text(hub.token)  # where `hf auth login` writes it, under HF_HOME
+    result = push(db_path, hub, "me/foxes", "--release", "v1", token="", home=home)
+    assert result.returncode == 0, result.stderr
+    assert store.count("release_pushes") == 1

@@ -97,6 +97,13 @@ def db_option(f):
     )(f)
 
 
+def source_option(what: str):
+    """`--source`, one meaning in every step: repeatable; an id, a path or file name, or a kind."""
+    return click.option("--source", "sources", multiple=True, metavar="ID|PATH|KIND",
+                        help=f"Only {what} of this source: its id, its path or file name, or its kind "
+                             "(text, discord, imagefolder, ...); repeatable.")
+
+
 def recorded_params(ctx: click.Context | None) -> dict:
     """Every option of the command as click parsed it, secrets redacted (paths as text, the database path
     left out)."""

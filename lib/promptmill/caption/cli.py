@@ -3,7 +3,8 @@
 import click
 
 from promptmill.caption.base import Captioner, captioner_names, load_captioner
-from promptmill.cli import StepGroup, db_option, step_run
+from promptmill.cli import StepGroup, db_option, source_option, step_run
+from promptmill.core.sources import resolve_sources
 from promptmill.engine.base import engine_options
 
 STEP = "06_caption"
@@ -188,7 +189,7 @@ def vlm(db_path, base_url, instruction, max_tokens, temperature, limit, model, p
 
 
 def _scope_options(f):
-    f = click.option("--source", "source_id", type=int, help="Only images found in this source id.")(f)
+    f = source_option("the images")(f)
     return click.option("--kind", "kinds", multiple=True,
                         help="Only caption chains that started as this kind (blip, wd14, human, ...); repeatable.")(f)
 
@@ -206,7 +207,7 @@ def _scope_options(f):
 @click.option("--dedup-tags", is_flag=True, help="Drop repeated tags, keeping the first.")
 @click.option("--sort", is_flag=True, help="Sort tags alphabetically (the trigger stays where --position says).")
 @click.option("--undo", "undo_run_id", type=int, metavar="RUN", help="Revert the edits made by run RUN.")
-def edit(db_path, kinds, source_id, trigger, position, replace, regex, remove_tags, blacklist, dedup_tags, sort,
+def edit(db_path, kinds, sources, trigger, position, replace, regex, remove_tags, blacklist, dedup_tags, sort,
          undo_run_id):
     """Edit current captions; each change is a new caption row (kind 'edit') pointing at its parent."""
     import re
@@ -223,12 +224,12 @@ def edit(db_path, kinds, source_id, trigger, position, replace, regex, remove_ta
         raise BadInput(f"--replace pattern is not a regular expression: {exc}") from exc
     if ops.is_empty() == (undo_run_id is None):
         raise BadInput("give either edit options or --undo RUN (not both)")
-    params = {"ops": ops.as_dict(), "kinds": list(kinds), "source": source_id, "undo": undo_run_id}
+    params = {"ops": ops.as_dict(), "kinds": list(kinds), "undo": undo_run_id}
     with step_run(db_path, STEP, "edit", params) as (store, run):
         if undo_run_id is not None:
             undo_run(store, run, undo_run_id)
         else:
-            edit_captions(store, run, ops, tuple(kinds), source_id)
+            edit_captions(store, run, ops, tuple(kinds), resolve_sources(store, sources))
 
 
 @cli.command()
@@ -237,7 +238,7 @@ def edit(db_path, kinds, source_id, trigger, position, replace, regex, remove_ta
 @click.option("--trigger", metavar="WORD", help="Report how many captions contain WORD as a tag.")
 @click.option("--top", default=30, show_default=True, help="How many tags and resolutions to list.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures as JSON.")
-def stats(db_path, kinds, source_id, trigger, top, json_path):
+def stats(db_path, kinds, sources, trigger, top, json_path):
     """Tag frequency, caption length in CLIP tokens, trigger coverage and resolutions of current captions."""
     import json
     from pathlib import Path
@@ -246,7 +247,7 @@ def stats(db_path, kinds, source_id, trigger, top, json_path):
     from promptmill.cli import read_only
 
     with read_only(db_path) as store:
-        figures = caption_stats(current_captions(store, tuple(kinds), source_id), trigger, top)
+        figures = caption_stats(current_captions(store, tuple(kinds), resolve_sources(store, sources)), trigger, top)
         click.echo(format_stats(figures))
         if json_path:
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run, now
+from promptmill.core.sources import images_of
 from promptmill.core.store import Store
 
 POSITIONS = ("start", "end", "random")
@@ -121,16 +122,16 @@ def load_blacklist(path: str | Path) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def heads_in_scope(store: Store, kinds: tuple[str, ...] = (), source_id: int | None = None) -> list[dict]:
+def heads_in_scope(store: Store, kinds: tuple[str, ...] = (), source_ids: list[int] | None = None) -> list[dict]:
     """Heads of every caption chain whose lineage kind is in KINDS (all when empty), for
-    images found in SOURCE_ID (any when None), with the id and kind of each chain's root."""
+    images found in SOURCE_IDS (any when None), with the id and kind of each chain's root."""
     where, params = ["1"], []
     if kinds:
         where.append(f"h.lineage_kind IN ({', '.join('?' * len(kinds))})")
         params.extend(kinds)
-    if source_id is not None:
-        where.append("h.image_id IN (SELECT image_id FROM image_origins WHERE source_id = ?)")
-        params.append(source_id)
+    in_sources, source_params = images_of(source_ids, "h.image_id")
+    where.append(in_sources)
+    params.extend(source_params)
     return store.query(
         f"""SELECT h.caption_id, h.image_id, h.lineage_kind, h.text, c.natural_key AS head_key,
                    json_extract(c.params, '$.ops') AS head_ops,
@@ -176,9 +177,9 @@ def _copy_tags(conn, caption_id: int, parent_id: int, text: str):
 
 
 def edit_captions(store: Store, run: Run, ops: EditOps, kinds: tuple[str, ...] = (),
-                  source_id: int | None = None) -> None:
+                  source_ids: list[int] | None = None) -> None:
     """Apply OPS to every head in scope; write a child caption where the text changes."""
-    heads = heads_in_scope(store, kinds, source_id)
+    heads = heads_in_scope(store, kinds, source_ids)
     ops_dict, ops_key = ops.as_dict(), ops.key()
     with bar(len(heads), "edit captions", "caption") as progress:
         for start in range(0, len(heads), BATCH):

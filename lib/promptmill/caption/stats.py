@@ -14,6 +14,7 @@ import statistics
 from collections import Counter
 
 from promptmill.caption.edit import split_tags, tag_key
+from promptmill.core.sources import images_of
 from promptmill.core.state import kept_images_sql
 from promptmill.core.store import Store
 
@@ -33,15 +34,15 @@ def length_bin(tokens: int) -> str:
     return f"{lower}-{higher[0] - 1}" if higher else f"{lower}+"
 
 
-def current_captions(store: Store, kinds: tuple[str, ...] = (), source_id: int | None = None) -> list[dict]:
+def current_captions(store: Store, kinds: tuple[str, ...] = (), source_ids: list[int] | None = None) -> list[dict]:
     """The current caption of each kept image for each lineage kind in scope, with the image size."""
     where, params = ["1"], []
     if kinds:
         where.append(f"c.lineage_kind IN ({', '.join('?' * len(kinds))})")
         params.extend(kinds)
-    if source_id is not None:
-        where.append("c.image_id IN (SELECT image_id FROM image_origins WHERE source_id = ?)")
-        params.append(source_id)
+    in_sources, source_params = images_of(source_ids, "c.image_id")
+    where.append(in_sources)
+    params.extend(source_params)
     return store.query(
         f"""WITH kept AS ({kept_images_sql()})
             SELECT c.caption_id, c.image_id, c.lineage_kind, c.text, i.width, i.height

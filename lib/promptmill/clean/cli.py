@@ -8,7 +8,7 @@ stopped.
 
 import click
 
-from promptmill.cli import BadInput, StepGroup, db_option, step_run
+from promptmill.cli import BadInput, StepGroup, db_option, source_option, step_run
 
 STEP = "02_clean"
 
@@ -25,13 +25,13 @@ def cli():
 @db_option
 @click.option("--preset", required=True,
               help="A bundled preset (basic, kaggle-i2p, discord: schema/clean/NAME.toml) or a path to your own .toml.")
-@click.option("--source", default=None, help="Only the prompts of this source id, or of every source of this kind.")
+@source_option("the prompts")
 @click.option("--lang", default=None, help="Also drop prompts confidently detected as another language (e.g. en).")
 @click.option("--lang-min-confidence", default=0.9, show_default=True, type=click.FloatRange(0, 1),
               help="Drop only when the detector is at least this sure; unsure and very short prompts are kept.")
-def prompts(db_path, preset, source, lang, lang_min_confidence):
+def prompts(db_path, preset, sources, lang, lang_min_confidence):
     """Rewrite prompts with a preset's transforms, then keep or drop them with its filters."""
-    from promptmill.clean.prompts import clean_prompts, load_preset, source_filter
+    from promptmill.clean.prompts import clean_prompts, load_preset
     from promptmill.clean.rules import PresetError
 
     try:
@@ -40,14 +40,16 @@ def prompts(db_path, preset, source, lang, lang_min_confidence):
         raise BadInput(str(exc)) from exc
     if lang:
         rules.add_language_filter(lang, lang_min_confidence)
-    params = {"preset": preset, "scope": rules.scope, "source": source, "lang": lang,
+    params = {"preset": preset, "scope": rules.scope, "lang": lang,
               "lang_min_confidence": lang_min_confidence if lang else None}
     with step_run(db_path, STEP, "prompts", params) as (store, run):
-        try:
-            where, where_params = source_filter(store, source)
-        except PresetError as exc:
-            raise BadInput(str(exc)) from exc
-        clean_prompts(store, run, rules, where, where_params)
+        from promptmill.core.sources import resolve_sources
+
+        source_ids = resolve_sources(store, sources)
+        if source_ids is None:
+            clean_prompts(store, run, rules, "1", ())
+        else:
+            clean_prompts(store, run, rules, f"p.source_id IN ({', '.join('?' * len(source_ids))})", source_ids)
 
 
 # --- images ---

@@ -130,19 +130,6 @@ def build_preset(spec: dict, digest: str, default_name: str = "custom") -> Prese
     return preset
 
 
-def source_filter(store: Store, source: str | None) -> tuple[str, tuple]:
-    """SQL over `p`/`s` selecting the prompts of a source id or a source kind."""
-    if source is None:
-        return "1", ()
-    if source.isdigit():
-        if not store.scalar("SELECT 1 FROM sources WHERE id = ?", (int(source),)):
-            raise PresetError(f"no source with id {source}")
-        return "p.source_id = ?", (int(source),)
-    if not store.scalar("SELECT 1 FROM sources WHERE kind = ?", (source,)):
-        raise PresetError(f"no source of kind {source!r}")
-    return "s.kind = ?", (source,)
-
-
 _PENDING = """
     SELECT p.id, p.text FROM prompts p JOIN sources s ON s.id = p.source_id
     WHERE p.id > ? AND ({where})

@@ -8,7 +8,8 @@ Running again adds nothing; after new items arrive only they are compared.
 
 import click
 
-from promptmill.cli import BadInput, StepGroup, db_option, step_run
+from promptmill.cli import BadInput, StepGroup, db_option, source_option, step_run
+from promptmill.core.sources import resolve_sources
 from promptmill.engine.base import ray_options
 
 STEP = "03_dedup"
@@ -77,7 +78,7 @@ def _summarise(run, result):
 @db_option
 @click.option("--method", "method_list", default="exact,cascade", show_default=True,
               help="Any of exact, cascade, simhash, semantic (comma-separated); they run cheapest first.")
-@click.option("--source", "sources", multiple=True, help="Only prompts of this source (id or path); repeatable.")
+@source_option("the prompts")
 @click.option("--against", help="Reference set never dropped: source:ID|PATH, split:NAME or release:NAME.")
 @click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
               show_default=True, help="Which member of a cluster stays.")
@@ -85,8 +86,8 @@ def _summarise(run, result):
 @click.option("--features", type=click.Choice(["wordset", "word", "word2", "char4"]), default="wordset", show_default=True,
               help="Simhash features: distinct words, all words, word pairs, or the simhash package's "
                    "4-character shingles.")
-@click.option("--k", "k", type=click.IntRange(0, 16), default=3, show_default=True,
-              help="Simhash: largest Hamming distance that counts as a near-duplicate.")
+@click.option("--near-dup-bits", "k", type=click.IntRange(0, 16), default=3, show_default=True,
+              help="Simhash: largest Hamming distance (in bits) that counts as a near-duplicate.")
 @click.option("--model", help="Semantic: a sentence-transformers model folder (default: bundled all-MiniLM-L6-v2).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.85, show_default=True,
               help="Semantic: cosine similarity that counts (0.75 is the usual choice with --against).")
@@ -119,8 +120,8 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
         from promptmill.dedup import passes as dedup
         from promptmill.dedup import semantic
 
+        source_ids = resolve_sources(store, sources) or []
         try:
-            source_ids = dedup.resolve_sources(store, sources) if sources else []
             if "semantic" in methods or ("cascade" in methods and not lexical_only):
                 semantic.model_path(model)
         except ValueError as exc:
@@ -185,13 +186,13 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
 @db_option
 @click.option("--method", "method_list", default="sha256,phash", show_default=True,
               help="Any of sha256, phash (comma-separated).")
-@click.option("--source", "sources", multiple=True, help="Only images found in this source (id or path).")
+@source_option("the images")
 @click.option("--against", help="Reference set never dropped: source:ID|PATH, split:NAME or release:NAME.")
 @click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
               show_default=True, help="Which member stays; 'longest' means the most pixels.")
 @click.option("--source-priority", help="Source ids, best first, for --keep source-priority.")
-@click.option("--k", "k", type=click.IntRange(0, 16), default=4, show_default=True,
-              help="phash: largest Hamming distance that counts as a near-duplicate.")
+@click.option("--near-dup-bits", "k", type=click.IntRange(0, 16), default=4, show_default=True,
+              help="phash: largest Hamming distance (in bits) that counts as a near-duplicate.")
 def images(db_path, method_list, sources, against, keep, source_priority, k):
     """Drop duplicate images: identical bytes (sha256) and look-alikes (perceptual hash)."""
     methods = _methods(method_list, ("sha256", "phash"))
@@ -205,10 +206,7 @@ def images(db_path, method_list, sources, against, keep, source_priority, k):
 
         from promptmill.dedup import passes as dedup
 
-        try:
-            source_ids = dedup.resolve_sources(store, sources) if sources else []
-        except ValueError as exc:
-            raise BadInput(str(exc)) from exc
+        source_ids = resolve_sources(store, sources) or []
         method_scopes = {"sha256": "sha256", "phash": f"phash:k={k}"}
         scopes = {m: dedup.scope_name(method_scopes[m], keep, source_ids, against, priority) for m in methods}
         if dedup.nothing_new(store, list(scopes.values()), "image"):

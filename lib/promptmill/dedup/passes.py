@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from promptmill.core.errors import BadInput
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.save import save_decisions
+from promptmill.core.sources import resolve_sources
 from promptmill.core.state import DROP_STAGES, kept_images_sql, kept_prompts_sql
 from promptmill.core.store import Store
 from promptmill.core.text import normalize, text_hash
@@ -129,18 +131,6 @@ def load_images(store: Store, ignored_scopes: list[str], where: str = "1", param
 
 # ---- reference sets ---------------------------------------------------------------------------
 
-def resolve_sources(store: Store, values: tuple[str, ...]) -> list[int]:
-    """Source ids from ids, paths or file names; raises ValueError naming what matched nothing."""
-    found = []
-    for value in values:
-        rows = store.execute("SELECT id FROM sources WHERE CAST(id AS TEXT) = ? OR uri = ? OR uri LIKE ? "
-                             "ORDER BY id", (value, value, f"%/{value}")).fetchall()
-        if not rows:
-            raise ValueError(f"no source matches {value!r}")
-        found += [r[0] for r in rows]
-    return sorted(set(found))
-
-
 def reference_ids(store: Store, item_type: str, spec: str) -> list[int]:
     """Item ids of `source:ID|PATH`, `split:NAME` or `release:NAME` (a bare value is tried in that order)."""
     kind, _, value = spec.partition(":") if ":" in spec else ("", "", spec)
@@ -149,7 +139,7 @@ def reference_ids(store: Store, item_type: str, spec: str) -> list[int]:
     if kind in ("", "source"):
         try:
             sources = resolve_sources(store, (value,))
-        except ValueError:
+        except BadInput:
             if kind:
                 raise
         else:

@@ -8,7 +8,6 @@ they are computed, so a killed or repeated run embeds nothing twice.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ def model_name(model: str | None) -> str:
 
 
 def load_model(model: str | None = None, device: str | None = None):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """The encoder from its local folder only (local_files_only: nothing is fetched from a hub)."""
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(model_path(model)), device=device, local_files_only=True)

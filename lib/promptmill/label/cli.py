@@ -2,7 +2,8 @@
 
 import click
 
-from promptmill.cli import StepGroup, db_option, step_run
+from promptmill.cli import StepGroup, db_option, source_option, step_run
+from promptmill.core.sources import resolve_sources
 
 STEP = "07_label"
 
@@ -86,8 +87,8 @@ def _config_option(f):
 @click.option("--document-root", type=click.Path(file_okay=False),
               help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT; image paths are relative to it [the database folder].")
 @click.option("--url-prefix", help="Serve images from PREFIX + path under the document root instead of local files.")
-@click.option("--source", "source_id", type=int, help="Only images found in this source id.")
-def ls_export(db_path, out, config_path, document_root, url_prefix, source_id):
+@source_option("the images")
+def ls_export(db_path, out, config_path, document_root, url_prefix, sources):
     """Write Label Studio tasks for every kept image to OUT (JSON), with predictions pre-filled."""
     import json
     from pathlib import Path
@@ -97,12 +98,12 @@ def ls_export(db_path, out, config_path, document_root, url_prefix, source_id):
 
     controls = read_config(config_path or DEFAULT_CONFIG)
     params = {"config": str(config_path or DEFAULT_CONFIG), "document_root": document_root,
-              "url_prefix": url_prefix, "source": source_id}
+              "url_prefix": url_prefix}
     with step_run(db_path, STEP, "ls-export", params) as (store, run):
         root = Path(document_root) if document_root else store.path.parent
         if not store.blobs.root.resolve().is_relative_to(root.resolve()):
             raise BadInput(f"the image store {store.blobs.root} is not under --document-root {root}")
-        tasks = build_tasks(store, controls, root, url_prefix, source_id)
+        tasks = build_tasks(store, controls, root, url_prefix, resolve_sources(store, sources))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
         run.add("tasks exported", len(tasks))
@@ -132,8 +133,8 @@ def ls_import(db_path, export, config_path):
 @_config_option
 @click.option("--document-root", type=click.Path(file_okay=False),
               help="The server's LOCAL_FILES_DOCUMENT_ROOT, if not the database folder (it must hold it).")
-@click.option("--source", "source_id", type=int, help="Only images found in this source id.")
-def ls_push(db_path, title, config_path, document_root, source_id):
+@source_option("the images")
+def ls_push(db_path, title, config_path, document_root, sources):
     """Send kept images as tasks to the Label Studio at LABEL_STUDIO_URL (token: LABEL_STUDIO_API_KEY).
 
     Creates or reuses the project, adds a local-files storage at <db folder>/blobs, imports only images
@@ -147,13 +148,13 @@ def ls_push(db_path, title, config_path, document_root, source_id):
     config = Path(config_path or DEFAULT_CONFIG)
     controls = read_config(config)
     server = ls_api.server_from_env()
-    params = {"server": server.url, "project": title, "config": str(config), "document_root": document_root,
-              "source": source_id}
+    params = {"server": server.url, "project": title, "config": str(config), "document_root": document_root}
     with step_run(db_path, STEP, "ls-push", params) as (store, run):
         root = Path(document_root) if document_root else store.path.parent
         if not store.blobs.root.resolve().is_relative_to(root.resolve()):
             raise BadInput(f"the image store {store.blobs.root} is not under --document-root {root}")
-        ls_api.push(store, run, server, title, config.read_text(encoding="utf-8"), controls, root, source_id)
+        ls_api.push(store, run, server, title, config.read_text(encoding="utf-8"), controls, root,
+                    resolve_sources(store, sources))
 
 
 @cli.command("ls-pull")

@@ -50,6 +50,7 @@ from promptmill.core.save import (
     save_label,
     save_score,
 )
+from promptmill.core.sources import images_of
 from promptmill.core.state import kept_images_sql
 from promptmill.core.store import Store
 from promptmill.core.text import sha256_hex
@@ -124,10 +125,10 @@ def _choices(control: Control, values: list[str]) -> dict | None:
 
 
 def build_tasks(store: Store, controls: dict[str, Control], document_root: Path, url_prefix: str | None = None,
-                source_id: int | None = None) -> list[dict]:
+                source_ids: list[int] | None = None) -> list[dict]:
     """One task per kept image, with a prediction from its current captions, tags, labels and prompt description."""
-    where = "i.id IN (SELECT image_id FROM image_origins WHERE source_id = ?)" if source_id is not None else "1"
-    images = store.query(kept_images_sql(where), (source_id,) if source_id is not None else ())
+    where, params = images_of(source_ids, "i.id")
+    images = store.query(kept_images_sql(where), params)
     captions: dict[int, dict[str, str]] = {}
     for row in store.query("SELECT image_id, lineage_kind, text FROM current_captions"):
         captions.setdefault(row["image_id"], {})[row["lineage_kind"]] = row["text"]

@@ -147,19 +147,19 @@ def push_lock(store: Store):
 
 
 def push(store: Store, run: Run, server: Server, title: str, config_text: str, controls: dict[str, Control],
-         document_root: Path, source_id: int | None = None) -> None:
+         document_root: Path, source_ids: list[int] | None = None) -> None:
     """Tasks for kept images not yet in the project; each task's promptmill prediction created or updated.
     Image paths are relative to DOCUMENT_ROOT, the server's LOCAL_FILES_DOCUMENT_ROOT."""
     with push_lock(store):
-        _push(store, run, server, title, config_text, controls, document_root, source_id)
+        _push(store, run, server, title, config_text, controls, document_root, source_ids)
 
 
 def _push(store: Store, run: Run, server: Server, title: str, config_text: str, controls: dict[str, Control],
-          document_root: Path, source_id: int | None) -> None:
+          document_root: Path, source_ids: list[int] | None) -> None:
     ls = client(server)
     ls_project_id, project_id = ensure_project(store, run, ls, server, title, config_text)
     ensure_storage(store, run, ls, ls_project_id, project_id, store.blobs.root)
-    wanted = build_tasks(store, controls, document_root, None, source_id)
+    wanted = build_tasks(store, controls, document_root, None, source_ids)
     present = {}
     for task in server_tasks(ls, project_id, "listing tasks"):
         image_id = (task.get("data") or {}).get("promptmill_image_id")

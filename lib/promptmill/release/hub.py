@@ -3,8 +3,8 @@
 The folder is checked against the release's manifest first, and only the
 manifest's files are sent, so what lands on the Hub is exactly what the
 database says the release contains; other files in the folder are listed and
-left out. The token comes only from ``HF_TOKEN``; the endpoint from
-``HF_ENDPOINT`` (as huggingface_hub reads it). ``create_commit`` skips files
+left out. The token is huggingface_hub's own: ``HF_TOKEN``, else the one
+``hf auth login`` stored; the endpoint is ``HF_ENDPOINT``; never argv. ``create_commit`` skips files
 the repository already holds unchanged, so pushing again after an
 interruption resends only what is missing, and a push that changes nothing
 makes no commit and records no push.
@@ -60,11 +60,12 @@ def push_release(store: Store, run: Run, release: dict, repo_id: str, private: b
     result: dict = {"extra": extra, "files": [(name, (folder / name).stat().st_size) for name in sorted(manifest)]}
     if dry_run:
         return result
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise BadInput("HF_TOKEN is not set (the Hub token is read from the environment only)")
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-    from huggingface_hub import CommitOperationAdd, HfApi
+    token = get_token()
+    if not token:
+        raise BadInput("no Hugging Face token: run `hf auth login` or set HF_TOKEN")
+
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import disable_progress_bars
 

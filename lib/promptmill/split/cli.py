@@ -50,7 +50,8 @@ def assign(db_path, validation, test, seed, stratify):
 @click.option("--method", "method_list", default="exact,simhash", show_default=True,
               help="Leakage check: any of exact, cascade (its lexical stages), simhash, semantic.")
 @click.option("--features", type=click.Choice(["wordset", "word", "word2", "char4"]), default="wordset", show_default=True)
-@click.option("--k", "k", type=click.IntRange(0, 16), default=3, show_default=True)
+@click.option("--near-dup-bits", "k", type=click.IntRange(0, 16), default=3, show_default=True,
+              help="Simhash: largest Hamming distance (in bits) that counts as a leak.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.75, show_default=True,
               help="Semantic: cosine similarity that counts as leakage across splits.")
 @click.option("--model", help="Semantic: a sentence-transformers model folder (default: bundled MiniLM).")
