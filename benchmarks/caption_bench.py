@@ -104,12 +104,13 @@ def bench_wd14(store, rows, folder: Path, batch_size: int) -> tuple[float, float
 
 
 def bench_blip(store, rows, folder: Path, batch_size: int) -> tuple[float, float]:
-    import torch
 
     from promptmill.caption import base as caption_local
     from promptmill.caption import blip as caption_blip
 
-    captioner, processor = caption_blip.load_blip(str(folder), None, "cpu", torch.float32)
+    blip = caption_blip.BlipCaptioner(str(folder), device="cpu", dtype="fp32")
+    blip.load()
+    captioner, processor = blip.net, blip.processor
     images = [caption_local.open_rgb(store.blobs, sha, ext) for _, sha, ext in rows]
     caption_blip.caption_batch(captioner, processor, images[:1], None, 3, 5, 20)
     started = time.perf_counter()

@@ -146,7 +146,7 @@ def print_summary(run: Run):
     click.echo(f"{run.step} {run.command}: {counts} (run {run.id})", err=True)
 
 
-class Promptmill(click.Group):
+class Promptmill(StepGroup):
     """The top command: step groups are imported when named, so `promptmill -h` stays instant."""
 
     def list_commands(self, ctx):
@@ -157,21 +157,9 @@ class Promptmill(click.Group):
             return None
         return importlib.import_module(STEPS[name]).cli
 
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except PromptmillError as exc:
-            raise Failure(exc) from None
-        except (sqlite3.Error, OSError) as exc:
-            error = storage_error(exc)
-            if error is None:
-                raise
-            raise Failure(error) from None
 
-
-@click.group(cls=Promptmill, context_settings=CONTEXT_SETTINGS, no_args_is_help=True)
+@click.group(cls=Promptmill)
 @click.version_option(__version__, "--version", prog_name="promptmill")
-@_group_db_option
 def promptmill():
     """Build text-to-image datasets with full provenance in one SQLite database.
 

@@ -70,14 +70,12 @@ def openai(db_path, seeds_path, k_seeds, k_collected, per_call, target, max_requ
     from promptmill.collect.base import file_sha256
     from promptmill.core.progress import bar
     from promptmill.core.text import sha256_hex
-    from promptmill.llm.ledger import load_prices
     from promptmill.llm.openai_chat import OpenAIChat, require_endpoint
-    from promptmill.llm.runner import CallRunner, check_budget_priced, settings_from
+    from promptmill.llm.runner import CallRunner, price_table_for, settings_from
 
     if not dry_run:
         require_endpoint(base_url)
-    price_table = load_prices(prices)
-    check_budget_priced(price_table, model, options["max_cost"])
+    price_table = price_table_for(model, prices, options["max_cost"])
     try:
         loaded = augment.load_template(template)
     except (ValueError, KeyError, IndexError, OSError) as exc:

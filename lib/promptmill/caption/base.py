@@ -23,7 +23,7 @@ from importlib import import_module, metadata
 from typing import ClassVar
 
 from promptmill.core import save
-from promptmill.core.errors import PromptmillError
+from promptmill.core.errors import BadInput, PromptmillError
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.store import BlobStore, Store
@@ -145,6 +145,15 @@ class TorchCaptioner(Captioner):
         dtype_name, self.torch_dtype = torch_dtype(dtype, device)
         super().__init__(model, revision, device=device, dtype=dtype_name, **options)
         self.device = device
+
+    def load_pretrained(self, label: str, model_class, processor_class):
+        """(model on its device in eval mode, processor) through transformers' own loaders."""
+        try:
+            processor = processor_class.from_pretrained(self.model, revision=self.revision)
+            net = model_class.from_pretrained(self.model, revision=self.revision, dtype=self.torch_dtype)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot load {label} model {self.model!r}: {str(exc).splitlines()[0]}") from exc
+        return net.to(self.device).eval(), processor
 
 
 # --- the registry ---

@@ -34,25 +34,15 @@ class BlipCaptioner(TorchCaptioner):
                          prefix=prefix or None, **options)
 
     def load(self):
-        self.net, self.processor = load_blip(self.model, self.revision, self.device, self.torch_dtype)
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        self.net, self.processor = self.load_pretrained("BLIP", BlipForConditionalGeneration, BlipProcessor)
 
     def caption(self, items, images):
         o = self.options
         texts = caption_batch(self.net, self.processor, images, o["prefix"], o["num_beams"], o["min_length"],
                                o["max_length"])
         return [Caption(text) for text in texts]
-
-
-def load_blip(model: str, revision: str | None, device: str, dtype):
-    """The captioning model and its processor, by hub id or local folder."""
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-    try:
-        processor = BlipProcessor.from_pretrained(model, revision=revision)
-        captioner = BlipForConditionalGeneration.from_pretrained(model, revision=revision, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot load BLIP model {model!r}: {str(exc).splitlines()[0]}") from exc
-    return captioner.to(device).eval(), processor
 
 
 def caption_batch(captioner, processor, images: list, prefix: str | None, num_beams: int, min_length: int,

@@ -92,11 +92,9 @@ def _run_api_captions(db_path, command, params, provider_factory, jobs_factory, 
     from promptmill.caption.api import caption_writer
     from promptmill.core.progress import bar
     from promptmill.core.runs import redact
-    from promptmill.llm.ledger import load_prices
-    from promptmill.llm.runner import CallRunner, check_budget_priced, settings_from
+    from promptmill.llm.runner import CallRunner, price_table_for, settings_from
 
-    price_table = load_prices(prices)
-    check_budget_priced(price_table, model, options["max_cost"])
+    price_table = price_table_for(model, prices, options["max_cost"])
     settings = settings_from(options)
     with step_run(db_path, STEP, command, params) as (store, run):
         provider = provider_factory(settings)

@@ -30,7 +30,9 @@ class ClipScorer(TorchCaptioner):
     unhashed = ("device", "min_score")
 
     def load(self):
-        self.clip, self.processor = load_clip(self.model, self.revision, self.device, self.torch_dtype)
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.clip, self.processor = self.load_pretrained("CLIP", CLIPModel, CLIPProcessor)
 
     def caption(self, items, images):
         return [Score(value) for value in score_batch(self.clip, self.processor, images, [i.prompt for i in items])]
@@ -41,19 +43,6 @@ class ClipScorer(TorchCaptioner):
     def finish(self, store, run):
         if self.options["min_score"] is not None:
             run.add("images dropped", drop_below(store, run, self.params_hash, self.options["min_score"]))
-
-
-def load_clip(model: str, revision: str | None, device: str, dtype):
-    from transformers import CLIPModel, CLIPProcessor
-
-    from promptmill.core.errors import BadInput
-
-    try:
-        processor = CLIPProcessor.from_pretrained(model, revision=revision)
-        clip = CLIPModel.from_pretrained(model, revision=revision, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot load CLIP model {model!r}: {str(exc).splitlines()[0]}") from exc
-    return clip.to(device).eval(), processor
 
 
 def score_batch(clip, processor, images: list, texts: list[str]) -> list[float]:

@@ -122,23 +122,25 @@ def load_blacklist(path: str | Path) -> tuple[str, ...]:
     return tuple(tags)
 
 
+def chain_scope(alias: str, kinds: tuple[str, ...], source_ids: list[int] | None) -> tuple[str, list]:
+    """SQL over ALIAS (a caption_heads or current_captions row) for chains whose lineage kind is in
+    KINDS (all when empty) on images found in SOURCE_IDS (any when None), and its parameters."""
+    in_sources, params = images_of(source_ids, f"{alias}.image_id")
+    if not kinds:
+        return in_sources, params
+    return f"{alias}.lineage_kind IN ({', '.join('?' * len(kinds))}) AND {in_sources}", [*kinds, *params]
+
+
 def heads_in_scope(store: Store, kinds: tuple[str, ...] = (), source_ids: list[int] | None = None) -> list[dict]:
-    """Heads of every caption chain whose lineage kind is in KINDS (all when empty), for
-    images found in SOURCE_IDS (any when None), with the id and kind of each chain's root."""
-    where, params = ["1"], []
-    if kinds:
-        where.append(f"h.lineage_kind IN ({', '.join('?' * len(kinds))})")
-        params.extend(kinds)
-    in_sources, source_params = images_of(source_ids, "h.image_id")
-    where.append(in_sources)
-    params.extend(source_params)
+    """Heads of every caption chain in scope (see chain_scope), with the id and kind of each chain's root."""
+    where, params = chain_scope("h", kinds, source_ids)
     return store.query(
         f"""SELECT h.caption_id, h.image_id, h.lineage_kind, h.text, c.natural_key AS head_key,
                    json_extract(c.params, '$.ops') AS head_ops,
                    CASE WHEN h.kind = 'edit' THEN json_extract(c.params, '$.root_id') ELSE h.caption_id END
                        AS root_id
             FROM caption_heads h JOIN captions c ON c.id = h.caption_id
-            WHERE {' AND '.join(where)} ORDER BY h.caption_id""",
+            WHERE {where} ORDER BY h.caption_id""",
         params,
     )
 

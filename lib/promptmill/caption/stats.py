@@ -13,8 +13,7 @@ import re
 import statistics
 from collections import Counter
 
-from promptmill.caption.edit import split_tags, tag_key
-from promptmill.core.sources import images_of
+from promptmill.caption.edit import chain_scope, split_tags, tag_key
 from promptmill.core.state import kept_images_sql
 from promptmill.core.store import Store
 
@@ -36,18 +35,12 @@ def length_bin(tokens: int) -> str:
 
 def current_captions(store: Store, kinds: tuple[str, ...] = (), source_ids: list[int] | None = None) -> list[dict]:
     """The current caption of each kept image for each lineage kind in scope, with the image size."""
-    where, params = ["1"], []
-    if kinds:
-        where.append(f"c.lineage_kind IN ({', '.join('?' * len(kinds))})")
-        params.extend(kinds)
-    in_sources, source_params = images_of(source_ids, "c.image_id")
-    where.append(in_sources)
-    params.extend(source_params)
+    where, params = chain_scope("c", kinds, source_ids)
     return store.query(
         f"""WITH kept AS ({kept_images_sql()})
             SELECT c.caption_id, c.image_id, c.lineage_kind, c.text, i.width, i.height
             FROM current_captions c JOIN kept ON kept.id = c.image_id JOIN images i ON i.id = c.image_id
-            WHERE {' AND '.join(where)} ORDER BY c.image_id, c.lineage_kind""",
+            WHERE {where} ORDER BY c.image_id, c.lineage_kind""",
         params,
     )
 

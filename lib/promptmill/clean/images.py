@@ -26,6 +26,7 @@ from promptmill.core.errors import BadInput
 from promptmill.core.images import FORMAT_EXT, MAX_PIXELS
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
+from promptmill.core.save import save_decisions
 from promptmill.core.store import Store
 
 BATCH_IMAGES = 200
@@ -156,10 +157,6 @@ _PENDING = """
                       AND d.stage = 'clean' AND d.scope = ?)
     ORDER BY i.id LIMIT ?
 """
-_INSERT = (
-    "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, run_id) "
-    "VALUES ('image', ?, 'clean', ?, ?, ?, ?, ?) ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING"
-)
 
 
 def clean_images(store: Store, run: Run, rules: ImageRules, batch: int = BATCH_IMAGES) -> None:
@@ -178,8 +175,9 @@ def clean_images(store: Store, run: Run, rules: ImageRules, batch: int = BATCH_I
             for image_id, sha256, ext, locators in rows:
                 verdict = check_image(store.blobs.path_for(sha256, ext), rules,
                                       [loc for loc in json.loads(locators) if loc])
-                decisions.append((image_id, "keep" if verdict.keep else "drop", scope, verdict.rule,
-                                  verdict.reason, run.id))
+                decisions.append({"item_type": "image", "item_id": image_id, "stage": "clean",
+                                  "verdict": "keep" if verdict.keep else "drop", "scope": scope,
+                                  "rule": verdict.rule, "reason": verdict.reason})
                 if verdict.keep:
                     run.add("images kept")
                     if verdict.reason:
@@ -189,6 +187,6 @@ def clean_images(store: Store, run: Run, rules: ImageRules, batch: int = BATCH_I
                     run.add(f"dropped by {verdict.rule}")
                 progress.update()
             with store.transaction() as conn:
-                conn.executemany(_INSERT, decisions)
+                save_decisions(conn, run, decisions)
             last_id = rows[-1][0]
     run.save_counts()

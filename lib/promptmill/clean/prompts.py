@@ -28,6 +28,7 @@ from promptmill.clean.rules import FILTERS, TRANSFORMS, PresetError
 from promptmill.core import resources
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
+from promptmill.core.save import save_decisions
 from promptmill.core.store import Store
 
 PRESET_DIR = resources.SCHEMA_DIR / "clean"
@@ -137,11 +138,6 @@ _PENDING = """
                       AND d.stage = 'clean' AND d.scope = ?)
     ORDER BY p.id LIMIT ?
 """
-_INSERT = (
-    "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, value, run_id) "
-    "VALUES ('prompt', ?, 'clean', ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING"
-)
 
 
 def clean_prompts(store: Store, run: Run, preset: Preset, where: str = "1", params: tuple = (),
@@ -164,16 +160,19 @@ def clean_prompts(store: Store, run: Run, preset: Preset, where: str = "1", para
                 verdict = preset.judge(text)
                 if verdict.keep:
                     value = verdict.text if verdict.text != text else None
-                    decisions.append((prompt_id, "keep", scope, None, verdict.reason, value, run.id))
+                    decisions.append({"item_type": "prompt", "item_id": prompt_id, "stage": "clean",
+                                      "verdict": "keep", "scope": scope, "reason": verdict.reason, "value": value})
                     run.add("prompts kept")
                     if value is not None:
                         run.add("prompts rewritten")
                 else:
-                    decisions.append((prompt_id, "drop", scope, verdict.rule, verdict.reason, None, run.id))
+                    decisions.append({"item_type": "prompt", "item_id": prompt_id, "stage": "clean",
+                                      "verdict": "drop", "scope": scope, "rule": verdict.rule,
+                                      "reason": verdict.reason})
                     run.add("prompts dropped")
                     run.add(f"dropped by {verdict.rule}")
             with store.transaction() as conn:
-                conn.executemany(_INSERT, decisions)
+                save_decisions(conn, run, decisions)
             last_id = rows[-1][0]
             progress.update(len(rows))
     run.save_counts()

@@ -74,15 +74,27 @@ def _summarise(run, result):
     run.add(f"{result.method} dropped", result.drops_written)
 
 
+def _pass_options(item: str, methods: str, method_help: str, longest: str):
+    """The options both dedup commands share: methods, scope, reference set, which member stays."""
+    def decorate(f):
+        for option in reversed([
+            db_option,
+            click.option("--method", "method_list", default=methods, show_default=True, help=method_help),
+            source_option(f"the {item}"),
+            click.option("--against", help="Reference set never dropped: source:ID|PATH, split:NAME or "
+                                           "release:NAME."),
+            click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
+                         show_default=True, help=f"Which member of a cluster stays; 'longest' means {longest}."),
+            click.option("--source-priority", help="Source ids, best first, for --keep source-priority."),
+        ]):
+            f = option(f)
+        return f
+    return decorate
+
+
 @cli.command()
-@db_option
-@click.option("--method", "method_list", default="exact,cascade", show_default=True,
-              help="Any of exact, cascade, simhash, semantic (comma-separated); they run cheapest first.")
-@source_option("the prompts")
-@click.option("--against", help="Reference set never dropped: source:ID|PATH, split:NAME or release:NAME.")
-@click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
-              show_default=True, help="Which member of a cluster stays.")
-@click.option("--source-priority", help="Source ids, best first, for --keep source-priority.")
+@_pass_options("prompts", "exact,cascade", "Any of exact, cascade, simhash, semantic (comma-separated); they run "
+               "cheapest first.", "the most characters")
 @click.option("--features", type=click.Choice(["wordset", "word", "word2", "char4"]), default="wordset", show_default=True,
               help="Simhash features: distinct words, all words, word pairs, or the simhash package's "
                    "4-character shingles.")
@@ -183,14 +195,7 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
 
 
 @cli.command()
-@db_option
-@click.option("--method", "method_list", default="sha256,phash", show_default=True,
-              help="Any of sha256, phash (comma-separated).")
-@source_option("the images")
-@click.option("--against", help="Reference set never dropped: source:ID|PATH, split:NAME or release:NAME.")
-@click.option("--keep", type=click.Choice(["oldest", "longest", "source-priority"]), default="oldest",
-              show_default=True, help="Which member stays; 'longest' means the most pixels.")
-@click.option("--source-priority", help="Source ids, best first, for --keep source-priority.")
+@_pass_options("images", "sha256,phash", "Any of sha256, phash (comma-separated).", "the most pixels")
 @click.option("--near-dup-bits", "k", type=click.IntRange(0, 16), default=4, show_default=True,
               help="phash: largest Hamming distance (in bits) that counts as a near-duplicate.")
 def images(db_path, method_list, sources, against, keep, source_priority, k):

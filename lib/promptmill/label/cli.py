@@ -41,14 +41,12 @@ def describe(db_path, template, max_tokens, temperature, limit, model, base_url,
     from promptmill.core.progress import bar
     from promptmill.core.runs import redact
     from promptmill.label import describe as describing
-    from promptmill.llm.ledger import load_prices
     from promptmill.llm.openai_chat import OpenAIChat, require_endpoint
-    from promptmill.llm.runner import CallRunner, check_budget_priced, settings_from
+    from promptmill.llm.runner import CallRunner, price_table_for, settings_from
 
     if not dry_run:
         require_endpoint(base_url)
-    price_table = load_prices(prices)
-    check_budget_priced(price_table, model, options["max_cost"])
+    price_table = price_table_for(model, prices, options["max_cost"])
     try:
         loaded = describing.load_template(template)
     except (ValueError, KeyError, OSError) as exc:

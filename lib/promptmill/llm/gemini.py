@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from promptmill.core.errors import BadInput
 from promptmill.llm.openai_chat import retry_after_seconds
-from promptmill.llm.runner import Job, Permanent, QuotaExhausted, Reply, Transient, Unparseable
+from promptmill.llm.runner import Job, Permanent, QuotaExhausted, Reply, Transient, Unparseable, parse_answer
 
 DEFAULT_MODEL = "gemini-2.5-flash"
 DEFAULT_LOCATION = "us-central1"
@@ -96,13 +96,7 @@ class GeminiGenerate:
             raise Permanent(f"stopped by the safety filter ({finish})", reply=reply, error_class="content_filter")
         parts = (candidates[0].get("content") or {}).get("parts") or []
         text = "".join(part.get("text", "") for part in parts if not part.get("thought"))
-        if not text.strip():
-            raise Unparseable("empty answer", reply=reply)
-        try:
-            return self.parse_text(text, job)
-        except Unparseable as exc:
-            exc.reply = reply
-            raise
+        return parse_answer(text, job, reply, self.parse_text)
 
 
 def reply_from_response(response: dict) -> Reply:

@@ -97,7 +97,19 @@ def _read_prices(path: Path) -> dict[str, Price]:
 
 
 @dataclass
-class Outcome:
+class Usage:
+    """What the provider says it billed and who answered, as the ledger records it."""
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cached: int | None = None
+    tokens_reasoning: int | None = None
+    resolved_model: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class Outcome(Usage):
     """What happened to one logical request, however many attempts it took."""
 
     status: str                       # 'ok' or 'failed'
@@ -106,12 +118,6 @@ class Outcome:
     attempts: int = 0
     error_class: str | None = None
     error_message: str | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    tokens_cached: int | None = None
-    tokens_reasoning: int | None = None
-    resolved_model: str | None = None
-    request_id: str | None = None
     latency_s: float | None = None
     value: object = None              # the parsed result (not stored: derived from response)
     fatal: bool = False               # the run must stop (e.g. the account has no quota left)

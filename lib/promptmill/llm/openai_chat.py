@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from promptmill.core.errors import BadInput
-from promptmill.llm.runner import Job, Permanent, QuotaExhausted, Reply, Transient, Unparseable
+from promptmill.llm.runner import Job, Permanent, QuotaExhausted, Reply, Transient, parse_answer
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -99,14 +99,7 @@ class OpenAIChat:
             raise Permanent(f"refused: {message['refusal']}", reply=reply, error_class="refusal")
         if choice.get("finish_reason") == "content_filter":
             raise Permanent("stopped by the content filter", reply=reply, error_class="content_filter")
-        content = message.get("content")
-        if not isinstance(content, str) or not content.strip():
-            raise Unparseable("empty answer", reply=reply)
-        try:
-            return self.parse_text(content, job)
-        except Unparseable as exc:
-            exc.reply = reply
-            raise
+        return parse_answer(message.get("content"), job, reply, self.parse_text)
 
 
 def _http_response_class():

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import click
 
 from promptmill.core.errors import BadInput, RunStopped
-from promptmill.llm.ledger import Ledger, Outcome, PriceTable, idempotency_key
+from promptmill.llm.ledger import Ledger, Outcome, PriceTable, Usage, idempotency_key, load_prices
 
 
 class CallError(Exception):
@@ -64,18 +64,12 @@ class QuotaExhausted(CallError):
     error_class = "insufficient_quota"
 
 
-@dataclass
-class Reply:
+@dataclass(kw_only=True)
+class Reply(Usage):
     """One successful HTTP exchange, before its content is judged."""
 
     response: dict
     http_status: int = 200
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    tokens_cached: int | None = None
-    tokens_reasoning: int | None = None
-    resolved_model: str | None = None
-    request_id: str | None = None
 
 
 @dataclass
@@ -384,6 +378,17 @@ class CallRunner:
             request_id=reply.request_id, latency_s=time.monotonic() - started, value=value)
 
 
+def parse_answer(text, job: Job, reply: Reply, parse_text: Callable):
+    """A provider's answer parsed; an empty or unparseable one carries its reply (it was paid for)."""
+    if not isinstance(text, str) or not text.strip():
+        raise Unparseable("empty answer", reply=reply)
+    try:
+        return parse_text(text, job)
+    except Unparseable as exc:
+        exc.reply = reply
+        raise
+
+
 def _add_usage(total: Outcome, reply: Reply):
     """Billed tokens add up over attempts (a reply that could not be parsed was still paid for)."""
     for name in ("tokens_in", "tokens_out", "tokens_cached", "tokens_reasoning"):
@@ -405,8 +410,10 @@ def settings_from(options: dict) -> CallSettings:
     return CallSettings(**{name: options[name] for name in SETTING_NAMES})
 
 
-def check_budget_priced(prices: PriceTable, model: str, max_cost: float | None):
-    """--max-cost needs a price for the model, or the budget could not be kept."""
-
-    if max_cost is not None and prices.lookup(model) is None:
+def price_table_for(model: str, prices: str | None, max_cost: float | None) -> PriceTable:
+    """The price table (with --prices overrides); --max-cost needs a price for the model, or the budget
+    could not be kept."""
+    table = load_prices(prices)
+    if max_cost is not None and table.lookup(model) is None:
         raise BadInput(f"--max-cost needs a price for model {model!r}: add it to a price file given with --prices")
+    return table
