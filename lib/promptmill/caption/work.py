@@ -7,14 +7,8 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 
-from promptmill.caption.base import (
-    Captioner,
-    Item,
-    caption_batch,
-    decoded_batches,
-    load_captioner,
-    save_results,
-)
+from promptmill.caption import base
+from promptmill.caption.base import Captioner, Item
 from promptmill.core.store import Store
 from promptmill.engine.base import Task
 
@@ -42,14 +36,14 @@ class Worker:
     def __init__(self, spec: dict):
         from promptmill.core.store import BlobStore
 
-        self.captioner = load_captioner(spec["name"])(spec["model"], spec["revision"], **spec["options"])
+        self.captioner = base.load_captioner(spec["name"])(spec["model"], spec["revision"], **spec["options"])
         self.captioner.load()
         self.blobs = BlobStore(spec["read_blobs"])
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         items = [Item(r["image_id"], r["sha256"], r["ext"], r.get("prompt_id"), r.get("prompt")) for r in rows]
-        _, inputs = next(decoded_batches(self.blobs, items, len(items), self.captioner.prepare))
-        results = caption_batch(self.captioner, items, inputs)
+        _, inputs = next(base.decoded_batches(self.blobs, items, len(items), self.captioner.prepare))
+        results = base.caption_batch(self.captioner, items, inputs)
         for row, result in zip(rows, results):
             result["key"] = row["key"]
             result["tags"] = json.dumps(result["tags"]) if result["tags"] is not None else None
@@ -60,6 +54,6 @@ def commit(conn, run, spec: dict, rows: list[dict]) -> None:
     """Write result rows as the in-process loop does (natural keys: nothing twice)."""
     identity = SimpleNamespace(name=spec["name"], kind=spec["kind"], model=spec["model"],
                                params_hash=spec["params_hash"])
-    save_results(conn, run, identity, [{**row, "tags": json.loads(row["tags"]) if row["tags"] else None}
+    base.save_results(conn, run, identity, [{**row, "tags": json.loads(row["tags"]) if row["tags"] else None}
                                        for row in rows])
 

@@ -561,6 +561,20 @@ PyDoc_STRVAR(fingerprints_folded_doc,
              "promptmill.fingerprints.fold does, except that ASCII capitals are lower-cased here:\n"
              "an ASCII text may be passed as it is.");
 
+/* 0 when TEXT is a str ready to read; -1 with TypeError (or the ready failure) set. */
+static int text_ready(PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+        return -1;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0)
+        return -1;
+#endif
+    return 0;
+}
+
 static PyObject *fingerprints_folded(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
@@ -601,14 +615,8 @@ static PyObject *fingerprints_folded(PyObject *Py_UNUSED(module), PyObject *args
         if (i + 1 < count)
             __builtin_prefetch(PySequence_Fast_GET_ITEM(sequence, i + 1));
 #endif
-        if (!PyUnicode_Check(text)) {
-            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+        if (text_ready(text) < 0)
             goto failed;
-        }
-#if PY_VERSION_HEX < 0x030C0000
-        if (PyUnicode_READY(text) < 0)
-            goto failed;
-#endif
         if (fingerprint_text(&table, &buffers, kind, i, text, &out[i]) < 0) {
             PyErr_NoMemory();
             goto failed;
@@ -688,14 +696,8 @@ static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
     int64_t *sizes = (int64_t *)PyBytes_AS_STRING(counts);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
-        if (!PyUnicode_Check(text)) {
-            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+        if (text_ready(text) < 0)
             goto done;
-        }
-#if PY_VERSION_HEX < 0x030C0000
-        if (PyUnicode_READY(text) < 0)
-            goto done;
-#endif
         if (buffers_fit(&buffers, (size_t)PyUnicode_GET_LENGTH(text)) < 0)
             goto no_memory;
         size_t features = text_features(&buffers, WORDSET, text);

@@ -148,16 +148,14 @@ def reference_ids(store: Store, item_type: str, spec: str) -> list[int]:
             marks = ",".join("?" * len(sources))
             return [r[0] for r in store.execute(
                 f"SELECT DISTINCT {column} FROM {table} WHERE source_id IN ({marks})", sources)]
-    if kind in ("", "split"):
-        rows = store.execute(
-            "SELECT item_id FROM decisions WHERE id IN (SELECT max(id) FROM decisions WHERE item_type = ? "
-            "AND stage = 'split' GROUP BY item_id) AND value = ?", (item_type, value)).fetchall()
-        if rows:
-            return [r[0] for r in rows]
-    if kind in ("", "release"):
-        rows = store.execute(
-            "SELECT DISTINCT ri.item_id FROM release_items ri JOIN releases r ON r.id = ri.release_id "
-            "WHERE r.name = ? AND ri.item_type = ?", (value, item_type)).fetchall()
+    members = {
+        "split": ("SELECT item_id FROM decisions WHERE id IN (SELECT max(id) FROM decisions WHERE item_type = ? "
+                  "AND stage = 'split' GROUP BY item_id) AND value = ?", (item_type, value)),
+        "release": ("SELECT DISTINCT ri.item_id FROM release_items ri JOIN releases r ON r.id = ri.release_id "
+                    "WHERE ri.item_type = ? AND r.name = ?", (item_type, value)),
+    }
+    for name, (sql, params) in members.items():
+        rows = store.execute(sql, params).fetchall() if kind in ("", name) else []
         if rows:
             return [r[0] for r in rows]
     raise ValueError(f"--against {spec!r} matches no source, split or release")

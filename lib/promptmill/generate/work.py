@@ -12,15 +12,8 @@ import pyarrow as pa
 from promptmill.core.images import Probe
 from promptmill.core.store import BlobStore
 from promptmill.engine.base import Task
-from promptmill.generate.diffusion import (
-    ImageJob,
-    Settings,
-    device_label,
-    encode_and_store,
-    generate_batch,
-    load_pipeline,
-    save_generation,
-)
+from promptmill.generate import diffusion
+from promptmill.generate.diffusion import ImageJob, Settings
 
 RESULT_SCHEMA = pa.schema([("key", pa.int64()), ("prompt_id", pa.int64()), ("image_index", pa.int64()),
                            ("text", pa.string()), ("seed", pa.int64()), ("sha256", pa.string()),
@@ -51,19 +44,19 @@ class Worker:
         self.settings = Settings(**spec["settings"])
         self.device = pick_device(spec["device"])
         _, dtype = torch_dtype(self.settings.dtype, self.device)
-        self.pipe = load_pipeline(self.settings.model, self.settings.revision, self.settings.scheduler, dtype,
+        self.pipe = diffusion.load_pipeline(self.settings.model, self.settings.revision, self.settings.scheduler, dtype,
                                   self.device, spec["compile"], spec["channels_last"])
-        self.label = device_label(self.device)
+        self.label = diffusion.device_label(self.device)
         self.blobs = BlobStore(spec["write_blobs"])
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         jobs = [ImageJob(r["prompt_id"], r["text"], r["image_index"], r["seed"]) for r in rows]
         started = time.perf_counter()
-        pixels = generate_batch(self.pipe, jobs, self.settings)
+        pixels = diffusion.generate_batch(self.pipe, jobs, self.settings)
         seconds = (time.perf_counter() - started) / len(jobs)
         results = []
         for row, job, image in zip(rows, jobs, pixels):
-            sha256, probe = encode_and_store(self.blobs, image)
+            sha256, probe = diffusion.encode_and_store(self.blobs, image)
             results.append({"key": row["key"], **asdict(job), "sha256": sha256, "ext": probe.ext,
                             "format": probe.format, "width": probe.width, "height": probe.height,
                             "mode": probe.mode, "bytes": probe.bytes, "seconds": seconds, "device": self.label})
@@ -77,5 +70,5 @@ def commit(conn, run, spec: dict, rows: list[dict]) -> None:
     for row in rows:
         probe = Probe(row["ext"], row["format"], row["width"], row["height"], row["mode"], row["bytes"])
         job = ImageJob(row["prompt_id"], row["text"], row["image_index"], row["seed"])
-        save_generation(conn, run, settings, params_json, spec["params_hash"], row["device"], job, row["sha256"],
+        diffusion.save_generation(conn, run, settings, params_json, spec["params_hash"], row["device"], job, row["sha256"],
                         probe, row["seconds"])

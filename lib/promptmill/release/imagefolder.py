@@ -11,13 +11,7 @@ import json
 from collections import Counter
 
 from promptmill.core.progress import bar
-from promptmill.release.images import (
-    ImageExporter,
-    columns_section,
-    normalize_option,
-    split_option,
-    text_from_option,
-)
+from promptmill.release.images import DatasetsImageExporter, normalize_option, split_option, text_from_option
 from promptmill.release.items import metadata_row, split_sort_key, unique_stems
 
 IMAGES_PER_FOLDER = 9_000  # the Hub refuses folders of 10,000 files or more
@@ -36,13 +30,7 @@ def image_stems(items: list[dict]) -> list[str]:
     return paths
 
 
-def load_snippet() -> str:
-    """The card's loading code; it names no local path, so the same release renders the same card anywhere."""
-    return ('```python\nfrom datasets import load_dataset\n\n'
-            'dataset = load_dataset("path/to/this/folder")  # or the Hub repository id it was pushed to\n```')
-
-
-class ImagefolderExporter(ImageExporter):
+class ImagefolderExporter(DatasetsImageExporter):
     """Images in OUT/<split>/ with one metadata.jsonl per split (Hugging Face imagefolder)."""
 
     name = "imagefolder"
@@ -66,9 +54,3 @@ class ImagefolderExporter(ImageExporter):
 
     def data_files(self, splits):
         return {split: [f"{split}/**"] for split in splits}
-
-    def how_to_load(self, out):
-        return load_snippet()
-
-    def card_sections(self):
-        return columns_section()

@@ -118,6 +118,22 @@ class ImageExporter(Exporter):
                 "width": written.width, "height": written.height, "no_text": not item["text"].strip()}
 
 
+class DatasetsImageExporter(ImageExporter):
+    """An image export that `datasets.load_dataset` reads as it is (imagefolder, parquet)."""
+
+    def how_to_load(self, out):
+        return load_snippet()
+
+    def card_sections(self):
+        return columns_section()
+
+
+def load_snippet() -> str:
+    """The card's loading code; it names no local path, so the same release renders the same card anywhere."""
+    return ('```python\nfrom datasets import load_dataset\n\n'
+            'dataset = load_dataset("path/to/this/folder")  # or the Hub repository id it was pushed to\n```')
+
+
 def columns_section() -> list[str]:
     rows = "\n".join(f"| {name} | {kind} |" for name, kind in IMAGE_COLUMNS)
     return ["## Columns", "", "| column | type |\n|---|---|\n" + rows, "", PLACEHOLDERS, ""]

@@ -15,14 +15,7 @@ import json
 import click
 
 from promptmill.core.progress import bar
-from promptmill.release.imagefolder import load_snippet
-from promptmill.release.images import (
-    ImageExporter,
-    columns_section,
-    normalize_option,
-    split_option,
-    text_from_option,
-)
+from promptmill.release.images import DatasetsImageExporter, normalize_option, split_option, text_from_option
 from promptmill.release.items import IMAGE_COLUMNS, metadata_row, split_sort_key, unique_stems
 
 ROWS_PER_GROUP = 100
@@ -84,7 +77,7 @@ def _row_group(store, normalize: bool, items: list[dict], names: list[str], grou
     return pa.Table.from_arrays(columns, schema=schema), written
 
 
-class ParquetExporter(ImageExporter):
+class ParquetExporter(DatasetsImageExporter):
     """Parquet shards in OUT/data/ with the images embedded, 100 rows per row group."""
 
     name = "parquet"
@@ -120,12 +113,6 @@ class ParquetExporter(ImageExporter):
 
     def data_files(self, splits):
         return {split: [f"data/{split}-*"] for split in splits}
-
-    def how_to_load(self, out):
-        return load_snippet()
-
-    def card_sections(self):
-        return columns_section()
 
     def dataset_info(self, folder, splits):
         """Features, and each split's examples and bytes (the sizes of its shards), as the Hub lists them."""
