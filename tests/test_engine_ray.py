@@ -109,6 +109,33 @@ def test_driver_killed_mid_run_resumes_to_a_clean_local_run(tmp_path, invoke, mo
     assert statuses == ["interrupted", "ok"] and plans == 2
 
 
+@pytest.mark.resilience
+def test_captioning_driver_killed_mid_run_resumes_to_a_clean_local_run(tmp_path, invoke, models, ray_address):
+    clean, killed = tmp_path / "clean" / "p.db", tmp_path / "killed" / "p.db"
+    source = prompts(tmp_path, 16, "diffusiondb_style.txt")
+    for db in (clean, killed):
+        invoke("01_collect", "text", source, db=db)
+        invoke("05_generate", "diffusers", "--model", models["tiny-sd"], *TINY_SD, "--batch-size", "4", db=db)
+    tag = ["--model", models["tiny-wd14"], "--batch-size", "1"]
+    invoke("06_caption", "wd14", *tag, db=clean)
+
+    driver = subprocess.Popen([sys.executable, str(paths.STEPS_DIR / "06_caption.py"), "wd14", "--db", str(killed),
+                               *map(str, tag), "--engine", "ray", "--address", ray_address],
+                              env={**os.environ, "PROMPTMILL_PROGRESS": "0"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not rows(killed, CAPTIONS) and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+
+    invoke("06_caption", "wd14", *tag, "--engine", "ray", db=killed)
+    assert rows(killed, CAPTIONS) == rows(clean, CAPTIONS) and len(rows(clean, CAPTIONS)) == 16
+    with sqlite3.connect(killed) as conn:
+        statuses = [s for (s,) in conn.execute("SELECT status FROM runs WHERE step = '06_caption' ORDER BY id")]
+    assert statuses[-1] == "ok" and statuses[0] in ("interrupted", "ok")
+
+
 def test_semantic_dedup_embeds_on_ray_with_the_same_vectors_and_decisions(tmp_path, invoke, ray_address):
     import numpy as np
 
