@@ -23,6 +23,7 @@ from pathlib import Path
 
 from promptmill.collect.base import Collector, SourceInfo
 from promptmill.core import resources
+from promptmill.core.save import save_decisions
 from promptmill.core.state import kept_prompts
 from promptmill.core.text import normalize, sha256_hex, text_hash
 from promptmill.dedup import fingerprints
@@ -270,10 +271,9 @@ class PromptWriter:
         self.run.add("unique prompts added")
 
     def _drop(self, conn, prompt_id, stage, scope, rule, reason, score=None, representative=None):
-        conn.execute(
-            "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, reason, score, "
-            "representative_id, run_id) VALUES ('prompt', ?, ?, 'drop', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (prompt_id, stage, scope, rule, reason, score, representative, self.run.id))
+        save_decisions(conn, self.run, [{"item_type": "prompt", "item_id": prompt_id, "stage": stage,
+                                         "verdict": "drop", "scope": scope, "rule": rule, "reason": reason,
+                                         "score": score, "representative_id": representative}])
 
 
 class InFlightElsewhere:

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from promptmill.core import resources
-from promptmill.core.runs import now
+from promptmill.core.save import caption_key, save_caption
 from promptmill.core.state import kept_images_sql
 from promptmill.core.text import collapse_whitespace, sha256_hex
 from promptmill.llm.runner import Job, Unparseable, estimate_tokens
@@ -97,13 +97,8 @@ def caption_writer(run, kind: str, model: str, config: dict):
 
     def write(conn, job: Job, caption: str, api_call_id: int):
         phash = job.context["params_hash"]
-        before = conn.total_changes
-        conn.execute(
-            "INSERT INTO captions (image_id, kind, text, model, params, params_hash, api_call_id, natural_key, "
-            "created_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-            (job.item_id, kind, caption, model, json.dumps(config, sort_keys=True), phash, api_call_id,
-             f"{kind}:{job.item_id}:{phash}", now(), run.id))
-        if conn.total_changes > before:
+        if save_caption(conn, run, job.item_id, kind, caption, model=model, params=config, params_hash=phash,
+                        api_call_id=api_call_id, natural_key=caption_key(kind, job.item_id, phash)) is not None:
             run.add("captions added")
 
     return write

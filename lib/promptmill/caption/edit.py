@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from promptmill.core.progress import bar
-from promptmill.core.runs import Run, now
+from promptmill.core.runs import Run
+from promptmill.core.save import save_caption
 from promptmill.core.sources import images_of
 from promptmill.core.store import Store
 
@@ -154,15 +155,10 @@ def edit_key(head: dict, ops_key: str) -> str:
 
 def _insert_edit(conn, run: Run, image_id: int, parent_id: int, text: str, params: dict,
                  natural_key: str) -> bool:
-    before = conn.total_changes
-    conn.execute(
-        "INSERT INTO captions (image_id, kind, text, params, parent_id, natural_key, created_at, run_id) "
-        "VALUES (?, 'edit', ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-        (image_id, text, json.dumps(params, sort_keys=True), parent_id, natural_key, now(), run.id),
-    )
-    if conn.total_changes == before:
+    caption_id = save_caption(conn, run, image_id, "edit", text, params=params, parent_id=parent_id,
+                              natural_key=natural_key)
+    if caption_id is None:
         return False
-    caption_id = conn.execute("SELECT id FROM captions WHERE natural_key = ?", (natural_key,)).fetchone()[0]
     _copy_tags(conn, caption_id, parent_id, text)
     return True
 

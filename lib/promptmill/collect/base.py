@@ -31,6 +31,7 @@ import click
 
 from promptmill.core.images import probe_image
 from promptmill.core.runs import Run
+from promptmill.core.save import save_caption, save_item_errors, save_tags
 from promptmill.core.store import Store
 from promptmill.core.text import hash_author, normalize, text_hash
 
@@ -229,7 +230,7 @@ class Collector:
             conn.execute(lean_insert_sql(rest), ids + tuple(flat))
 
     def add_error(self, position: int, reason: str, detail: str | None = None, locator: str | None = None):
-        self._errors.append((self.source_id, position, locator, reason, (detail or "")[:500], self.run.id))
+        self._errors.append((self.source_id, position, locator, reason, (detail or "")[:500]))
         if len(self._errors) >= self.batch_rows:
             self.flush()
 
@@ -280,13 +281,7 @@ class Collector:
                 if added < count:
                     self.run.add("prompts already there", count - added)
             if self._errors:
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT INTO item_errors (source_id, position, locator, reason, detail, run_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position, reason) DO NOTHING",
-                    self._errors,
-                )
-                self.run.add("items rejected", conn.total_changes - before)
+                self.run.add("items rejected", save_item_errors(conn, self.run, self._errors))
             for row in self._images:
                 self._write_image(conn, *row)
 
@@ -329,24 +324,12 @@ class Collector:
              json.dumps(meta, sort_keys=True, default=str) if meta else None, self.run.id),
         )
         if caption is not None and caption.strip():
-            before = conn.total_changes
-            conn.execute(
-                "INSERT INTO captions (image_id, kind, text, params, source_id, natural_key, created_at, run_id) "
-                "VALUES (?, 'imported', ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?) "
-                "ON CONFLICT (natural_key) DO NOTHING",
-                (image_id, caption.strip(), json.dumps(caption_meta, sort_keys=True) if caption_meta else None,
-                 self.source_id, f"imported:{self.source_id}:{position}", self.run.id),
-            )
-            if conn.total_changes > before:
+            caption_id = save_caption(conn, self.run, image_id, "imported", caption.strip(),
+                                      params=caption_meta or None, source_id=self.source_id,
+                                      natural_key=f"imported:{self.source_id}:{position}")
+            if caption_id is not None:
                 self.run.add("captions added")
-                if tags:
-                    caption_id = conn.execute("SELECT id FROM captions WHERE natural_key = ?",
-                                              (f"imported:{self.source_id}:{position}",)).fetchone()[0]
-                    conn.executemany(
-                        "INSERT INTO tags (caption_id, tag, position) VALUES (?, ?, ?) "
-                        "ON CONFLICT (caption_id, tag) DO NOTHING",
-                        [(caption_id, tag, index) for index, tag in enumerate(tags)],
-                    )
+                save_tags(conn, caption_id, [(tag, None, None, index) for index, tag in enumerate(tags or ())])
 
     def finish(self, items: int):
         """Flush and mark the source complete, so the next import of it is skipped at once

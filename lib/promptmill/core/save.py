@@ -95,6 +95,16 @@ def save_label(conn, run: Run, kind: str, text: str, *, natural_key: str, prompt
     return cursor.lastrowid if conn.total_changes > before else None
 
 
+def save_item_errors(conn, run: Run, errors: Iterable[tuple]) -> int:
+    """Problems with items of a source, as (source_id, position, locator, reason, detail), once per
+    (source, position, reason) - the batched writer of the collectors; return how many were new."""
+    before = conn.total_changes
+    conn.executemany("INSERT INTO item_errors (source_id, position, locator, reason, detail, run_id) "
+                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, position, reason) DO NOTHING",
+                     [(*error, run.id) for error in errors])
+    return conn.total_changes - before
+
+
 def save_item_error(conn, run: Run, reason: str, *, source_id: int | None = None, position: int | None = None,
                     locator: str | None = None, detail: str | None = None) -> bool:
     """A problem with one input item, recorded once per (source, locator, reason); True when new."""

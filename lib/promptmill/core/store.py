@@ -68,22 +68,6 @@ class Store:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def insert_batches(self, sql: str, rows: list[tuple], batch_rows: int, desc: str, unit: str) -> int:
-        """executemany ROWS in transactions of BATCH_ROWS with a progress bar; return the rows inserted
-        (an ON CONFLICT DO NOTHING statement skips what a killed run already wrote)."""
-        from promptmill.core.progress import bar
-
-        written = 0
-        with bar(total=len(rows), desc=desc, unit=unit) as progress:
-            for start in range(0, len(rows), batch_rows):
-                batch = rows[start:start + batch_rows]
-                with self.transaction() as conn:
-                    before = conn.total_changes
-                    conn.executemany(sql, batch)
-                    written += conn.total_changes - before
-                progress.update(len(batch))
-        return written
-
     def count(self, table: str, where: str = "1", params=()) -> int:
         return self.scalar(f"SELECT count(*) FROM [{table}] WHERE {where}", params)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from promptmill.core import resources
-from promptmill.core.runs import now
+from promptmill.core.save import save_label
 from promptmill.core.state import kept_prompts_sql
 from promptmill.core.text import sha256_hex
 from promptmill.llm.runner import Job, Unparseable, estimate_tokens
@@ -82,13 +82,9 @@ def label_writer(run, model: str, template_sha: str):
 
     def write(conn, job: Job, value: tuple[str, str], api_call_id: int):
         kind, text = value
-        before = conn.total_changes
-        conn.execute(
-            "INSERT INTO labels (prompt_id, kind, text, model, api_call_id, meta, natural_key, created_at, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (natural_key) DO NOTHING",
-            (job.item_id, kind, text, model, api_call_id, f'{{"template_sha256": "{template_sha}"}}',
-             f"describe:{job.item_id}:{model}:{template_sha[:16]}", now(), run.id))
-        if conn.total_changes > before:
+        if save_label(conn, run, kind, text, prompt_id=job.item_id, model=model, api_call_id=api_call_id,
+                      meta={"template_sha256": template_sha},
+                      natural_key=f"describe:{job.item_id}:{model}:{template_sha[:16]}") is not None:
             run.add("descriptions added" if kind == "description" else "no_object labels added")
 
     return write

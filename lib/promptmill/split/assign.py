@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from promptmill.core.progress import bar
 from promptmill.core.runs import Run
+from promptmill.core.save import save_decisions
 from promptmill.core.store import Store
 from promptmill.dedup import clusters
 
@@ -105,12 +107,18 @@ def plan(keepers: np.ndarray, strata: np.ndarray, item_type: str, seed: int, val
 def write_assignments(store: Store, run: Run, item_type: str, scope: str, ids: np.ndarray, u: np.ndarray,
                       splits: list[str], reasons: list[str]) -> int:
     """Insert 'assign' decisions in hash order (so a killed stratified run resumes to the same plan)."""
-    order = np.lexsort((ids, u))
-    rows = [(item_type, int(ids[i]), scope, splits[i], reasons[i], run.id) for i in order.tolist()]
-    return store.insert_batches(
-        "INSERT INTO decisions (item_type, item_id, stage, verdict, scope, rule, value, reason, run_id) "
-        "VALUES (?, ?, 'split', 'assign', ?, 'cluster-hash', ?, ?, ?) "
-        "ON CONFLICT (item_type, item_id, stage, scope) DO NOTHING", rows, WRITE_BATCH, f"{item_type} splits", item_type)
+    order = np.lexsort((ids, u)).tolist()
+    written = 0
+    with bar(total=len(order), desc=f"{item_type} splits", unit=item_type) as progress:
+        for start in range(0, len(order), WRITE_BATCH):
+            chunk = order[start:start + WRITE_BATCH]
+            with store.transaction() as conn:
+                written += save_decisions(conn, run, (
+                    {"item_type": item_type, "item_id": int(ids[i]), "stage": "split", "verdict": "assign",
+                     "scope": scope, "rule": "cluster-hash", "value": splits[i], "reason": reasons[i]}
+                    for i in chunk))
+            progress.update(len(chunk))
+    return written
 
 
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
