@@ -161,3 +161,27 @@ def test_a_decompression_bomb_gets_no_thumbnail(store, run):
     response = get(Datasette([str(store.path)]), f"/-/promptmill/thumb/{sha}")
     assert (response.status_code, response.text) == (415, "cannot read image: TooManyPixels")
     assert not (store.path.parent / "thumbs").exists() or not list((store.path.parent / "thumbs").rglob("*.jpg"))
+
+
+def test_thumbnails_show_16_bit_and_rotated_images_as_people_see_them(tmp_path):
+    """Thumbnails go through the same 8-bit conversion as every other consumer (to_rgb8)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from png16 import png16
+
+    from promptmill.datasette.plugin import thumbnail_bytes
+
+    grey = tmp_path / "grey16.png"
+    grey.write_bytes(png16(np.full((40, 40), 30000, dtype=np.uint16), color_type=0))
+    with Image.open(io.BytesIO(thumbnail_bytes(grey))) as thumb:
+        assert abs(thumb.convert("L").getpixel((20, 20)) - 117) <= 2  # 30000/65535 of white, not white
+
+    landscape = Image.new("RGB", (80, 40), (200, 30, 30))
+    exif = landscape.getexif()
+    exif[0x0112] = 6  # shown turned a quarter: portrait
+    rotated = tmp_path / "rotated.jpg"
+    landscape.save(rotated, exif=exif)
+    with Image.open(io.BytesIO(thumbnail_bytes(rotated))) as thumb:
+        assert thumb.height > thumb.width

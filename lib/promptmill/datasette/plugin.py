@@ -111,18 +111,12 @@ async def blob_path(datasette, sha256: str) -> Path | None:
 def thumbnail_bytes(path: Path, size: int = THUMB_PX) -> bytes:
     """A small JPEG; the pixel count is checked from the header, against the project's limit, before
     anything is decoded."""
-    from PIL import ImageOps
-
-    from promptmill.core.images import Image, open_image
+    from promptmill.core.images import open_image, to_rgb8
 
     with open_image(path) as image:
-        image.draft("RGB", (size, size))
-        image = ImageOps.exif_transpose(image)
+        image.draft("RGB", (size, size))  # JPEGs decode at a fraction of their size
+        image = to_rgb8(image)
         image.thumbnail((size, size))
-        if image.mode not in ("RGB", "L"):
-            background = Image.new("RGB", image.size, "white")
-            background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
-            image = background
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85)
         return out.getvalue()

@@ -376,7 +376,7 @@ def image_phashes(store: Store, run: Run, items: Items, batch: int = 200) -> tup
     retried, and takes no part in phash clusters."""
     import imagehash
 
-    from promptmill.core.images import open_image
+    from promptmill.core.images import open_image, to_rgb8
 
     known = dict(store.execute("SELECT image_id, phash FROM image_phashes"))
     ext_of = dict(store.execute("SELECT id, ext FROM images"))
@@ -387,7 +387,7 @@ def image_phashes(store: Store, run: Run, items: Items, batch: int = 200) -> tup
             for image_id, sha in missing[start:start + batch]:
                 try:
                     with open_image(store.blobs.path_for(sha, ext_of[image_id])) as image:
-                        rows.append((image_id, str(imagehash.phash(image.convert("RGB"))), None, run.id))
+                        rows.append((image_id, str(imagehash.phash(to_rgb8(image))), None, run.id))
                 except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's problem
                     rows.append((image_id, None, f"{type(exc).__name__}: {exc}"[:300], run.id))
                     run.add("images unreadable")
