@@ -357,7 +357,7 @@ def test_bad_label_studio_commands_exit_2(tmp_path, store):
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("result.json", "[]")
     deep = tmp_path / "deep.json"
-    deep.write_text("[" * 100_000 + "]" * 100_000)
+    deep.write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)  # one object nested too deep, not a task list
     bad_config = tmp_path / "config.xml"
     bad_config.write_text("<View><Choices")
     for args in (["ls-import", not_json], ["ls-import", no_column], ["ls-import", zipped], ["ls-import", deep],

@@ -516,10 +516,13 @@ def test_json_nested_100k_deep_is_reported_and_keeps_what_came_before(tmp_path, 
     invoke("01_collect", "imagefolder", folder)
     assert store.count("image_origins") == 1 and reasons(store)[2:] == ["bad metadata row"]
 
-    # A Label Studio export is read whole by its format sniffer: too deep is a bad file, said in one line.
+    # A Label Studio export: the task nested too deep is that task's error; the tasks around it are read.
     export = tmp_path / "ls.json"
-    export.write_text('[{"id": 1, "data": {"image": "x.png"}, "annotations": []}, ' + DEEP + "]")
-    assert "recursion" in one_line_failure(run_script("07_label", "ls-import", export, "--db", store.path), code=2)
+    export.write_text('[{"id": 1, "data": {"image": "x.png"}, "annotations": []}, ' + DEEP
+                      + ', {"id": 3, "data": {"image": "y.png"}, "annotations": []}]')
+    invoke("07_label", "ls-import", export)
+    assert reasons(store)[3:] == ["malformed task"]
+    assert store.scalar("SELECT detail FROM item_errors ORDER BY id DESC LIMIT 1") == "nested too deep to read"
 
 
 def test_an_endless_quoted_csv_field_is_one_error_not_millions_of_prompts(tmp_path, invoke, store):

@@ -188,10 +188,60 @@ def answers_from_task(task: dict, position: int, cancelled: list) -> list[Answer
     return answers
 
 
+class TooDeep:
+    """In place of a task nested deeper than the JSON parser can follow."""
+
+
+def _value_end(text: str, index: int) -> int:
+    """Where the JSON value starting at INDEX ends, by counting brackets outside strings (no recursion)."""
+    depth, in_string, i = 0, False, index
+    while i < len(text):
+        char = text[i]
+        if in_string:
+            if char == "\\":
+                i += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise json.JSONDecodeError("unterminated value", text, index)
+
+
+def _array_items(text: str) -> list:
+    """The elements of a top-level JSON array one by one, so a task nested too deep to parse is that
+    task's error (a TooDeep in its place), not the whole file's."""
+    decoder, items = json.JSONDecoder(), []
+    index = len(text) - len(text.lstrip("\ufeff \t\r\n"))
+    if text[index:index + 1] != "[":
+        raise json.JSONDecodeError("nested too deep", text, index)
+    index += 1
+    while True:
+        while index < len(text) and text[index] in " \t\r\n,":
+            index += 1
+        if text[index:index + 1] == "]":
+            return items
+        try:
+            item, index = decoder.raw_decode(text, index)
+        except RecursionError:
+            item, index = TooDeep(), _value_end(text, index)
+        items.append(item)
+
+
 def read_json(path: Path, controls: dict) -> tuple[str, list, list[Answer], list]:
     """(format, per-item errors, answers, cancelled annotation ids) from a JSON or JSON_MIN export."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        try:
+            document = json.loads(text)
+        except RecursionError:
+            document = _array_items(text)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadInput(f"{path}: not one of {FORMATS} ({str(exc)[:120] or type(exc).__name__})") from exc
     items = [document] if isinstance(document, dict) else document
@@ -200,6 +250,9 @@ def read_json(path: Path, controls: dict) -> tuple[str, list, list[Answer], list
     is_min = any(isinstance(item, dict) and "data" not in item and "annotations" not in item for item in items)
     errors, answers, cancelled = [], [], []
     for position, item in enumerate(items):
+        if isinstance(item, TooDeep):
+            errors.append((position, "malformed task", "nested too deep to read"))
+            continue
         if not isinstance(item, dict):
             errors.append((position, "malformed task", f"a {type(item).__name__}, not an object"))
             continue
