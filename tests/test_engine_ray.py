@@ -54,9 +54,12 @@ def rows(db, sql) -> set[tuple]:
 
 GENERATED = ("SELECT g.prompt_id, g.image_index, i.sha256, g.seed, g.params_hash, g.device FROM generations g "
              "JOIN images i ON i.id = g.image_id")
-CAPTIONS = ("SELECT c.image_id, c.kind, c.text, c.params_hash, c.params, group_concat(t.tag || '=' || t.score, ';') "
-            "FROM captions c LEFT JOIN tags t ON t.caption_id = c.id GROUP BY c.id")
-SCORES = "SELECT image_id, prompt_id, kind, value, params_hash, natural_key FROM scores"
+# Images are compared by their bytes' hash: an engine may store them in another order, so ids can differ.
+CAPTIONS = ("SELECT i.sha256, c.kind, c.text, c.params_hash, c.params, group_concat(t.tag || '=' || t.score, ';') "
+            "FROM captions c JOIN images i ON i.id = c.image_id LEFT JOIN tags t ON t.caption_id = c.id "
+            "GROUP BY c.id")
+SCORES = ("SELECT i.sha256, p.text, s.kind, s.value, s.params_hash FROM scores s JOIN images i ON i.id = s.image_id "
+          "JOIN prompts p ON p.id = s.prompt_id")
 
 
 def test_generate_tag_and_score_on_ray_equal_local(tmp_path, invoke, models, ray_address):
