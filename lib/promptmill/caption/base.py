@@ -16,6 +16,7 @@ the second in the driver.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Score:
     value: float
 
 
-class Captioner:
+class Captioner(ABC):
     """Subclass, set the class attributes, implement :meth:`load` and :meth:`caption`.
 
     The class docstring is the command's help. Options are click options whose values
@@ -95,17 +96,17 @@ class Captioner:
         """The JSON stored with each caption; call after :meth:`load`."""
         return self.settings()
 
+    @abstractmethod
     def load(self) -> None:
         """Load the model (once per process)."""
-        raise NotImplementedError
 
     def prepare(self, image):
         """Per-image preprocessing, run on the decode threads (default: the RGB image itself)."""
         return image
 
+    @abstractmethod
     def caption(self, items: list[Item], inputs: list) -> list[Caption | Score]:
         """One result per item, in order, from the prepared inputs."""
-        raise NotImplementedError
 
     def pending(self, store: Store, limit: int | None = None) -> list[Item]:
         """Kept images without a caption of this kind and these settings, in id order."""
