@@ -117,7 +117,7 @@ class Captioner(ABC):
         items = [Item(*row) for row in kept_images(store) if row[0] not in done]
         return items[:limit] if limit else items
 
-    def finish(self, store: Store, run: Run) -> None:
+    def finish(self, store: Store, run: Run) -> None:  # noqa: B027 - an optional hook, not abstract
         """After the loop: decisions that need every result (default: nothing)."""
 
 
