@@ -46,6 +46,15 @@ def seed_lines(file_name: str, limit: int | None = None) -> list[str]:
 
 
 @pytest.fixture
+def prompts_file(tmp_path):
+    """Six real prompts in a text file, for steps that need something collected."""
+    lines = (ROOT / "examples" / "prompts" / "openprompts.txt").read_text(encoding="utf-8").splitlines()[:6]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
 def db_path(tmp_path) -> Path:
     return tmp_path / "db" / "promptmill.db"
 

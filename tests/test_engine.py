@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from PIL import Image
 from test_caption_local import add_image
 
-from conftest import ROOT
 from promptmill.caption import work as caption_work
 from promptmill.caption.wd14 import WD14Captioner
 from promptmill.cli import promptmill
@@ -29,14 +28,6 @@ TINY_SD = ["--steps", "2", "--width", "32", "--height", "32"]
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     return build_all(tmp_path_factory.getbasetemp() / "tiny-models", ["tiny-sd", "tiny-wd14"])
-
-
-@pytest.fixture
-def prompts_file(tmp_path):
-    lines = (ROOT / "examples" / "prompts" / "openprompts.txt").read_text(encoding="utf-8").splitlines()[:6]
-    path = tmp_path / "prompts.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def captions(db) -> set[tuple]:
@@ -88,13 +79,18 @@ def test_a_plan_is_named_by_its_work_and_recorded_once(store, run, models):
     assert fewer.id != first.id and store.count("work_shards") == 6
 
 
-def test_local_engine_interrupted_then_replanned_equals_the_in_process_loop(tmp_path, invoke, models, monkeypatch):
-    clean, resumed = tmp_path / "clean" / "p.db", tmp_path / "resumed" / "p.db"
-    for db in (clean, resumed):
+def with_coloured_images(*dbs):
+    """The same coloured images collected into each database."""
+    for db in dbs:
         store = open_store(db)
         with start_run(store, "test", "images", {}, argv=["pytest"]) as run:
             coloured_images(store, run)
         store.close()
+
+
+def test_local_engine_interrupted_then_replanned_equals_the_in_process_loop(tmp_path, invoke, models, monkeypatch):
+    clean, resumed = tmp_path / "clean" / "p.db", tmp_path / "resumed" / "p.db"
+    with_coloured_images(clean, resumed)
     invoke("06_caption", "wd14", "--model", models["tiny-wd14"], db=clean)
 
     monkeypatch.setattr(engine, "SHARD_ROWS", 3)
@@ -161,11 +157,7 @@ def test_shards_on_other_machines_then_ingest_equals_a_clean_run(tmp_path, invok
 
 def test_caption_shards_then_ingest_equal_the_in_process_loop(tmp_path, invoke, models):
     clean, driver = tmp_path / "clean" / "p.db", tmp_path / "driver" / "p.db"
-    for db in (clean, driver):
-        store = open_store(db)
-        with start_run(store, "test", "images", {}, argv=["pytest"]) as run:
-            coloured_images(store, run)
-        store.close()
+    with_coloured_images(clean, driver)
     tagger = ["--model", models["tiny-wd14"], "--max-tags", "3"]
     invoke("06_caption", "wd14", *tagger, db=clean)
     out = tmp_path / "results"

@@ -28,14 +28,6 @@ def tiny_sd(tmp_path_factory):
     return build_all(tmp_path_factory.getbasetemp() / "tiny-models", ["tiny-sd"])["tiny-sd"]
 
 
-@pytest.fixture
-def prompts_file(tmp_path):
-    lines = (ROOT / "examples" / "prompts" / "openprompts.txt").read_text(encoding="utf-8").splitlines()[:6]
-    path = tmp_path / "prompts.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def generated(db) -> dict[tuple[int, int], str]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT g.prompt_id, g.image_index, i.sha256 FROM generations g "
