@@ -24,6 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
 _steps: dict[str, object] = {}
 
 
@@ -96,3 +99,21 @@ def run_script(step: str, *args, env: dict | None = None, timeout: float = 600, 
         [sys.executable, str(paths.STEPS_DIR / f"{step}.py"), *[str(a) for a in args]],
         capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs,
     )
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium through selenium, with the flags a closed network needs."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1024"):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), log_output=os.devnull)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()

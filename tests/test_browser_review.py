@@ -17,9 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser_datasette import CHROMEDRIVER, CHROMIUM, free_port
+from test_browser_datasette import free_port
 
 import paths
+from conftest import CHROMEDRIVER, CHROMIUM
 from tiny_models import build_tiny_tagger
 
 pytestmark = [
@@ -79,23 +80,6 @@ def server(demo_db):
     if not state["stopped"]:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1000"):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), log_output=os.devnull)
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def common_tag(store) -> str:
