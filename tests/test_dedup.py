@@ -280,6 +280,26 @@ def test_images_phash_finds_resized_copies(tmp_path, run, store):
     assert store.scalar("SELECT error FROM image_phashes WHERE image_id = 6")
 
 
+def dedup_killed_beside_clean(tmp_path, files, args, kill_at: int):
+    """FILES collected into two databases; 03_dedup ARGS run to the end on `clean` and SIGKILLed on `killed`
+    once KILL_AT decisions are in. Returns (paths by name, the killed store)."""
+    dbs = {}
+    for name in ("clean", "killed"):
+        dbs[name] = tmp_path / name / "p.db"
+        assert run_script("01_collect", "text", *files, "--db", dbs[name]).returncode == 0
+    assert run_script("03_dedup", *args, "--db", dbs["clean"]).returncode == 0
+    process = subprocess.Popen([sys.executable, str(ROOT / "steps" / "03_dedup.py"), *args, "--db", dbs["killed"]],
+                               env={**os.environ, "PROMPTMILL_PROGRESS": "0"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    store = open_store(dbs["killed"])
+    deadline = time.time() + 120
+    while store.count("decisions") < kill_at and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return dbs, store
+
+
 @pytest.mark.slow
 @pytest.mark.resilience
 def test_sigkill_mid_run_then_rerun_matches_a_clean_run(tmp_path):
@@ -288,21 +308,8 @@ def test_sigkill_mid_run_then_rerun_matches_a_clean_run(tmp_path):
     lines = seed_lines("900k_dedup_08_split_dedup_wt_wv.txt", 20_000)
     copies = [line + ", trending on artstation" for line in lines[:4000]] + lines[4000:8000]
     files = [write_lines(tmp_path / "a.txt", lines), write_lines(tmp_path / "b.txt", copies)]
-    env = {**os.environ, "PROMPTMILL_PROGRESS": "0"}
     args = ["prompts", "--method", "exact,simhash", "--batch-rows", "200"]
-    dbs = {}
-    for name in ("clean", "killed"):
-        dbs[name] = tmp_path / name / "p.db"
-        assert run_script("01_collect", "text", *files, "--db", dbs[name]).returncode == 0
-    assert run_script("03_dedup", *args, "--db", dbs["clean"]).returncode == 0
-    process = subprocess.Popen([sys.executable, str(ROOT / "steps" / "03_dedup.py"), *args, "--db", dbs["killed"]],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = open_store(dbs["killed"])
-    deadline = time.time() + 120
-    while store.count("decisions") < 1000 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    dbs, store = dedup_killed_beside_clean(tmp_path, files, args, kill_at=1000)
     partial = store.count("decisions")
     assert 0 < partial < 8000
     assert run_script("03_dedup", *args, "--db", dbs["killed"]).returncode == 0

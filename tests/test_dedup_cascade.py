@@ -1,16 +1,12 @@
 """The near-duplicate cascade: MinHash candidates, exact overlap, MiniLM for the grey zone, star clusters."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_dedup import dedup_killed_beside_clean
 
 from conftest import ROOT, run_script
 from promptmill.core.runs import start_run
@@ -227,21 +223,8 @@ def test_sigkill_mid_cascade_then_rerun_matches_a_clean_run(tmp_path):
     copies = [line + ", trending on artstation" for line in lines[:1500]]
     copies += [" ".join(line.split()[1:]) for line in lines[1500:3000] if len(line.split()) > 6]
     files = [write_lines(tmp_path / "a.txt", lines), write_lines(tmp_path / "b.txt", copies)]
-    env = {**os.environ, "PROMPTMILL_PROGRESS": "0"}
     args = ["prompts", "--method", "exact,cascade", "--lexical-only", "--batch-rows", "20"]
-    dbs = {}
-    for name in ("clean", "killed"):
-        dbs[name] = tmp_path / name / "p.db"
-        assert run_script("01_collect", "text", *files, "--db", dbs[name]).returncode == 0
-    assert run_script("03_dedup", *args, "--db", dbs["clean"]).returncode == 0
-    process = subprocess.Popen([sys.executable, str(ROOT / "steps" / "03_dedup.py"), *args, "--db", dbs["killed"]],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = open_store(dbs["killed"])
-    deadline = time.time() + 120
-    while store.count("decisions") < 200 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    dbs, store = dedup_killed_beside_clean(tmp_path, files, args, kill_at=200)
     assert 0 < store.count("decisions") < 2000
     assert run_script("03_dedup", *args, "--db", dbs["killed"]).returncode == 0
     clean = open_store(dbs["clean"])
