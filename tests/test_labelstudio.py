@@ -459,14 +459,19 @@ def test_pull_is_incremental_and_idempotent(monkeypatch, invoke, store, run):
         assert store.query("SELECT value FROM scores ORDER BY id") == [{"value": 3.0}, {"value": 1.0}]
 
 
+def server_env(fake) -> dict:
+    """The environment a step reaches the fake Label Studio with (URL and token never go in argv)."""
+    return {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
+            "PROMPTMILL_PROGRESS": "0"}
+
+
 @pytest.mark.resilience
 def test_push_killed_after_the_import_and_rerun_adds_no_task_twice(store, run):
     from fakes.labelstudio_server import FakeLabelStudio
 
     image_ids = _library(store, run)
     with FakeLabelStudio(store.path.parent) as fake:
-        env = {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
-               "PROMPTMILL_PROGRESS": "0"}
+        env = server_env(fake)
         fake.hold_imports.clear()
         process = subprocess.Popen([sys.executable, str(paths.STEPS_DIR / "07_label.py"), "ls-push", "--db",
                                     str(store.path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -490,8 +495,7 @@ def test_two_pushes_at_once_import_each_image_once(store, run):
 
     image_ids = _library(store, run)
     with FakeLabelStudio(store.path.parent) as fake:
-        env = {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
-               "PROMPTMILL_PROGRESS": "0"}
+        env = server_env(fake)
         fake.hold_imports_before.clear()
         command = [sys.executable, str(paths.STEPS_DIR / "07_label.py"), "ls-push", "--db", str(store.path)]
         first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -517,8 +521,7 @@ def test_pull_killed_and_rerun_ends_like_one_pull(tmp_path):
         with start_run(store, "test", "fixture", {}, argv=["pytest"]) as run:
             add_images(store, run, ["a.png", "b.png"])
     with FakeLabelStudio(tmp_path) as fake:
-        env = {**os.environ, "LABEL_STUDIO_URL": fake.url, "LABEL_STUDIO_API_KEY": fake.token,
-               "PROMPTMILL_PROGRESS": "0"}
+        env = server_env(fake)
         for store in stores.values():
             assert run_script("07_label", "ls-push", "--db", store.path, env=env).returncode == 0
         for task_id in fake.tasks:
