@@ -117,3 +117,21 @@ def browser(tmp_path):
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+def wait_for_server(process, base: str, name: str, seconds: float = 90) -> None:
+    """Until the Datasette at BASE answers; fail with the end of its stderr if it dies or never does."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/-/versions.json", timeout=2).read()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                error = process.stderr.read()
+                pytest.fail(f"{name} did not start: {(error.decode() if isinstance(error, bytes) else error)[-800:]}")
+            time.sleep(0.2)

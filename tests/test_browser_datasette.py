@@ -3,13 +3,11 @@
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from curation_fixtures import add_library
 
-from conftest import CHROMEDRIVER, CHROMIUM
+from conftest import CHROMEDRIVER, CHROMIUM, wait_for_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -34,16 +32,7 @@ def server(store, run):
         [sys.executable, "-m", "datasette", "serve", str(store.path), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/-/versions.json", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"datasette did not start: {process.stderr.read().decode()[-500:]}")
-            time.sleep(0.2)
+    wait_for_server(process, base, "datasette", 60)
     yield base, ids
     process.terminate()
     process.wait(timeout=30)

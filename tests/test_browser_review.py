@@ -12,15 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from test_browser_datasette import free_port
 
 import paths
-from conftest import CHROMEDRIVER, CHROMIUM
+from conftest import CHROMEDRIVER, CHROMIUM, wait_for_server
 from tiny_models import build_tiny_tagger
 
 pytestmark = [
@@ -57,16 +55,7 @@ def server(demo_db):
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/-/versions.json", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"promptmill browse did not start: {process.stderr.read()[-800:]}")
-            time.sleep(0.3)
+    wait_for_server(process, base, "promptmill browse", 90)
     state = {"process": process, "stopped": False}
 
     def stop():
