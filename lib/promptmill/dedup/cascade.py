@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress
 
 import numpy as np
 
-from promptmill.dedup.fingerprints import _indptr, _simhash, _words, fold, word_features
+from promptmill.dedup.fingerprints import _indptr, _simhash, _words, chunks, fold, word_features
 
 BANDS = 25
 ROWS = 4
@@ -140,11 +140,10 @@ def _has_extension() -> bool:
     return _simhash is not None and hasattr(_simhash, "minhash_folded") and hasattr(_simhash, "common_words")
 
 
-def sketches(texts: Sequence[str]) -> Sketches:
+def sketches(texts: Iterable[str]) -> Sketches:
     """Word sets and MinHash signatures of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
-    texts = list(texts)
-    chunk = _extension_chunk if _has_extension() else _numpy_chunk
-    parts = [chunk(texts[start:start + TEXT_CHUNK]) for start in range(0, len(texts), TEXT_CHUNK)]
+    sketch = _extension_chunk if _has_extension() else _numpy_chunk
+    parts = [sketch(chunk) for chunk in chunks(texts, TEXT_CHUNK)]
     if not parts:
         return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64),
                         np.zeros((0, PERMUTATIONS), dtype=np.uint32))

@@ -56,15 +56,7 @@ def _targets_and_reference(store, items, load_by_id, item_type, sources, against
         extra = load_by_id(store, outside)
         extra.fixed = np.ones(len(extra.ids), dtype=bool)
         chosen = dedup.Items.concat(chosen, extra)
-        chosen = _reorder(chosen, np.argsort(chosen.ids, kind="stable"))
     return chosen
-
-
-def _reorder(items, order):
-    from promptmill.dedup.passes import Items
-
-    return Items(items.ids[order], items.source_ids[order], [items.texts[i] for i in order], items.keys[order],
-                 items.sizes[order], items.fixed[order])
 
 
 def _summarise(run, result):
@@ -166,7 +158,7 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
                             from promptmill.engine.embed import RayEncoder
 
                             remote = RayEncoder(model, address, workers, num_gpus_per_worker)
-                        vectors, computed = semantic.embed(store, [batch.texts[i] for i in indices.tolist()], model,
+                        vectors, computed = semantic.embed(store, batch.texts.take(indices), model,
                                                            batch_size, remote)
                         run.add("embeddings computed", computed)
                         return vectors
@@ -184,7 +176,7 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
                         encoder = RayEncoder(model, address, workers, num_gpus_per_worker)
                     elif encoder is None:
                         encoder = semantic.load_model(model)
-                    vectors, computed = semantic.embed(store, batch.texts, model, batch_size, encoder)
+                    vectors, computed = semantic.embed(store, list(batch.texts), model, batch_size, encoder)
                     run.add("embeddings computed", computed)
                     left, right, _ = semantic.similar_pairs(vectors, threshold, batch.fixed, neighbours)
                     return dedup.Links(left, right, lambda a, b: semantic.cosine(vectors, a, b),

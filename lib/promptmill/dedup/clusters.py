@@ -123,19 +123,20 @@ def star(n: int, left: np.ndarray, right: np.ndarray, rank: np.ndarray, fixed: n
     center = np.arange(nodes)
     via = np.full(nodes, -1, dtype=np.int64)
     linked = np.unique(ends)
-    partner_list, link_list, start_list = partners.tolist(), links.tolist(), starts.tolist()
-    best_list, fixed_list = best.tolist(), node_fixed.tolist()
-    claimed = [False] * nodes
-    for current in linked[np.argsort(best[linked], kind="stable")].tolist():
+    # Memoryviews give Python ints one at a time: the loop holds no list of millions of them.
+    partner_of, link_of, start_of = memoryview(partners), memoryview(links), memoryview(starts)
+    best_of, is_fixed, claimed = memoryview(best), memoryview(node_fixed), bytearray(nodes)
+    center_of, via_of = memoryview(center), memoryview(via)
+    for current in memoryview(linked[np.argsort(best[linked], kind="stable")]):
         if claimed[current]:
             continue
         # Every better-ranked neighbour was visited first and would have claimed this one.
-        for k in range(start_list[current], start_list[current + 1]):
-            other = partner_list[k]
-            if not claimed[other] and not fixed_list[other] and best_list[other] > best_list[current]:
+        for k in range(start_of[current], start_of[current + 1]):
+            other = partner_of[k]
+            if not claimed[other] and not is_fixed[other] and best_of[other] > best_of[current]:
                 claimed[other] = True
-                center[other] = current
-                via[other] = link_list[k]
+                center_of[other] = current
+                via_of[other] = link_of[k]
     item_center = center[node]
     kept = leader[item_center]
     keeps_itself = fixed | (kept == np.arange(n))

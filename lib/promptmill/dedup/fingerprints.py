@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
-from itertools import compress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import compress, islice
 
 import numpy as np
 
@@ -33,7 +33,7 @@ except ImportError:  # installed without a C compiler: the numpy path gives the 
 WORD = re.compile(r"[\w\u4e00-\u9fcc]+")
 CHAR_WIDTH = 4
 TEXT_CHUNK = 100_000  # texts fingerprinted at once (bounds the feature arrays to a few hundred MB)
-PAIR_CHUNK = 5_000_000   # candidate pairs checked at once
+PAIR_CHUNK = 1_000_000   # candidate pairs checked at once (some 100 MB of index arrays)
 
 _ASCII_LETTERS = [i for i in range(128) if WORD.fullmatch(chr(i))]
 # UTF-8 bytes -> folded letters, every other ASCII byte -> space. Bytes >= 0x80 are left
@@ -258,28 +258,36 @@ def engine() -> str:
     return "numpy" if _simhash is None else "C extension"
 
 
-def fingerprints(texts: Sequence[str], features: str = "word") -> np.ndarray:
+def chunks(texts: Iterable[str], size: int = TEXT_CHUNK) -> Iterator[list[str]]:
+    """`texts` SIZE at a time, so a pass over millions of texts holds one chunk of them."""
+    iterator = iter(texts)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def fingerprints(texts: Iterable[str], features: str = "word") -> np.ndarray:
     """uint64 simhash of each text over the named FEATURES, equal to
     ``Simhash(FEATURES[features](text)).value``."""
     if features not in FEATURES:
         raise ValueError(f"unknown features {features!r}; choose from {', '.join(FEATURES)}")
-    texts = list(texts)
+    parts = [_fingerprint_chunk(chunk, features) for chunk in chunks(texts)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def _fingerprint_chunk(texts: list[str], features: str) -> np.ndarray:
     distinct = list(dict.fromkeys(texts))  # a repeated text is fingerprinted once
-    values = np.zeros(len(distinct), dtype=np.uint64)
     if _simhash is not None:
         # The extension lower-cases ASCII itself; other texts are folded here.
         folded = [text if text.isascii() else fold(text) for text in distinct]
-        for start in range(0, len(folded), TEXT_CHUNK):
-            packed = _simhash.fingerprints_folded(folded[start:start + TEXT_CHUNK], features)
-            values[start:start + TEXT_CHUNK] = np.frombuffer(packed, dtype=np.uint64)
+        values = np.frombuffer(_simhash.fingerprints_folded(folded, features), dtype=np.uint64)
     else:
         # ASCII texts (nearly all) and the others apart: a batch of ASCII is folded as bytes.
+        values = np.zeros(len(distinct), dtype=np.uint64)
         is_ascii = np.fromiter(map(str.isascii, distinct), dtype=bool, count=len(distinct))
         for part in (is_ascii, ~is_ascii):
-            part_texts = list(compress(distinct, part))
             rows = np.flatnonzero(part)
-            for start in range(0, len(part_texts), TEXT_CHUNK):
-                values[rows[start:start + TEXT_CHUNK]] = _CHUNK[features](part_texts[start:start + TEXT_CHUNK])
+            if len(rows):
+                values[rows] = _CHUNK[features](list(compress(distinct, part)))
     if len(distinct) == len(texts):
         return values
     position = dict(zip(distinct, range(len(distinct))))

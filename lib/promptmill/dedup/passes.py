@@ -11,7 +11,7 @@ references: never dropped). ``--against`` adds a fixed reference set the same wa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +25,55 @@ from promptmill.core.state import DROP_STAGES, kept_images_sql, kept_prompts_sql
 from promptmill.core.store import Store
 from promptmill.core.text import normalize, text_hash
 from promptmill.dedup import clusters
+from promptmill.dedup.fingerprints import TEXT_CHUNK
 
 PROMPT_METHODS = ("exact", "cascade", "simhash", "semantic")
 IMAGE_METHODS = ("sha256", "phash")
 WRITE_BATCH = 20_000
+
+
+class StoredTexts(Sequence[str]):
+    """The cleaned texts of prompts `ids` (ascending), read from the database a chunk at a time
+    when a method needs them, so a pass over millions of prompts never holds them all."""
+
+    def __init__(self, store: Store, ids: np.ndarray):
+        self.store, self.ids = store, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index):
+        """A text by position; a mask or index array gives the StoredTexts of those prompts."""
+        if isinstance(index, (int, np.integer)):
+            return self.take([index])[0]
+        return StoredTexts(self.store, self.ids[index])
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self.ids), TEXT_CHUNK):
+            ids = self.ids[start:start + TEXT_CHUNK]
+            text_of = self._texts("BETWEEN ? AND ?", [int(ids[0]), int(ids[-1])])
+            yield from map(text_of.__getitem__, ids.tolist())
+
+    def take(self, indices) -> list[str]:
+        """The texts at INDICES (any order), fetched by id."""
+        wanted = self.ids[np.asarray(indices, dtype=np.int64)].tolist()
+        text_of = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            text_of.update(self._texts(f"IN ({','.join('?' * len(chunk))})", chunk))
+        return [text_of[i] for i in wanted]
+
+    def _texts(self, ids_sql: str, params: list[int]) -> dict[int, str]:
+        """id -> text as found, overlaid by its latest cleaned text (the `cleaned` rule of core/state)."""
+        text_of = dict(self.store.execute(f"SELECT id, text FROM prompts WHERE id {ids_sql}", params))
+        text_of.update(self.store.execute(
+            f"SELECT item_id, value FROM decisions WHERE item_type = 'prompt' AND item_id {ids_sql} "
+            "AND stage = 'clean' AND verdict = 'keep' AND value IS NOT NULL ORDER BY id", params))
+        return text_of
+
+    @staticmethod
+    def concat(first: StoredTexts, second: StoredTexts) -> StoredTexts:
+        return StoredTexts(first.store, np.concatenate([first.ids, second.ids]))
 
 
 @dataclass
@@ -37,7 +82,7 @@ class Items:
 
     ids: np.ndarray
     source_ids: np.ndarray
-    texts: list[str]          # cleaned text (prompts) or sha256 (images)
+    texts: StoredTexts | np.ndarray  # cleaned text (prompts, read when needed) or sha256 (images)
     keys: np.ndarray          # exact-match key: normalised-text hash, or sha256 hash
     sizes: np.ndarray         # for the 'longest' rule: text length or pixel count
     fixed: np.ndarray = field(default=None)  # reference items: never dropped
@@ -46,15 +91,20 @@ class Items:
         if self.fixed is None:
             self.fixed = np.zeros(len(self.ids), dtype=bool)
 
-    def subset(self, mask: np.ndarray) -> Items:
-        return Items(self.ids[mask], self.source_ids[mask], [t for t, m in zip(self.texts, mask) if m],
-                     self.keys[mask], self.sizes[mask], self.fixed[mask])
+    def subset(self, index: np.ndarray) -> Items:
+        """The items at a mask or an index array."""
+        return Items(self.ids[index], self.source_ids[index], self.texts[index], self.keys[index],
+                     self.sizes[index], self.fixed[index])
 
     @staticmethod
     def concat(first: Items, second: Items) -> Items:
-        return Items(np.concatenate([first.ids, second.ids]), np.concatenate([first.source_ids, second.source_ids]),
-                     first.texts + second.texts, np.concatenate([first.keys, second.keys]),
-                     np.concatenate([first.sizes, second.sizes]), np.concatenate([first.fixed, second.fixed]))
+        """Both sets of items, in id order."""
+        texts = (StoredTexts.concat(first.texts, second.texts) if isinstance(first.texts, StoredTexts)
+                 else np.concatenate([first.texts, second.texts]))
+        joined = Items(np.concatenate([first.ids, second.ids]), np.concatenate([first.source_ids, second.source_ids]),
+                       texts, np.concatenate([first.keys, second.keys]),
+                       np.concatenate([first.sizes, second.sizes]), np.concatenate([first.fixed, second.fixed]))
+        return joined.subset(np.argsort(joined.ids, kind="stable"))
 
 
 @dataclass
@@ -77,19 +127,25 @@ class Links:
 
 # ---- loading ---------------------------------------------------------------------------------
 
-def _prompt_items(rows) -> Items:
-    ids, sources, texts, keys = [], [], [], []
-    for prompt_id, source_id, text, cleaned, norm_hash in rows:
-        ids.append(prompt_id)
-        sources.append(source_id)
-        if cleaned is not None and cleaned != text:
-            texts.append(cleaned)
-            keys.append(text_hash(normalize(cleaned)))
-        else:
-            texts.append(text)
-            keys.append(norm_hash)
-    return Items(np.array(ids, dtype=np.int64), np.array(sources, dtype=np.int64), texts,
-                 np.array(keys, dtype=np.int64), np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+def _prompt_items(store: Store, batches: Iterable[list[tuple]]) -> Items:
+    """Items of batches of (id, source_id, text, cleaned text, norm_hash) rows in id order; the
+    texts themselves are left in the database."""
+    parts = []
+    for rows in batches:
+        ids, sources, keys, sizes = [], [], [], []
+        for prompt_id, source_id, text, cleaned, norm_hash in rows:
+            ids.append(prompt_id)
+            sources.append(source_id)
+            if cleaned is not None and cleaned != text:
+                keys.append(text_hash(normalize(cleaned)))
+                sizes.append(len(cleaned))
+            else:
+                keys.append(norm_hash)
+                sizes.append(len(text))
+        parts.append([np.array(column, dtype=np.int64) for column in (ids, sources, keys, sizes)])
+    ids, sources, keys, sizes = ([np.concatenate(column) for column in zip(*parts)] if parts
+                                 else [np.zeros(0, dtype=np.int64)] * 4)
+    return Items(ids, sources, StoredTexts(store, ids), keys, sizes)
 
 
 def load_prompts(store: Store, ignored_scopes: list[str], where: str = "1", params: dict | None = None) -> Items:
@@ -97,7 +153,8 @@ def load_prompts(store: Store, ignored_scopes: list[str], where: str = "1", para
     import json
 
     sql = kept_prompts_sql(where, "p.id, p.source_id, p.text, cleaned.value, p.norm_hash", ":ignored")
-    return _prompt_items(store.execute(sql, {"ignored": json.dumps(ignored_scopes), **(params or {})}))
+    cursor = store.execute(sql, {"ignored": json.dumps(ignored_scopes), **(params or {})})
+    return _prompt_items(store, iter(lambda: cursor.fetchmany(TEXT_CHUNK), []))
 
 
 def load_prompts_by_id(store: Store, ids: list[int]) -> Items:
@@ -112,7 +169,7 @@ def load_prompts_by_id(store: Store, ids: list[int]) -> Items:
                       AND d.stage = 'clean' AND d.verdict = 'keep' AND d.value IS NOT NULL
                     ORDER BY d.id DESC LIMIT 1), p.norm_hash
                 FROM prompts p WHERE p.id IN ({marks})""", chunk).fetchall()
-    return _prompt_items(sorted(rows))
+    return _prompt_items(store, [sorted(rows)])
 
 
 def load_images(store: Store, ignored_scopes: list[str], where: str = "1", params: dict | None = None) -> Items:
@@ -125,7 +182,7 @@ def load_images(store: Store, ignored_scopes: list[str], where: str = "1", param
                          {"ignored": json.dumps(ignored_scopes), **(params or {})}).fetchall()
     shas = [r[2] for r in rows]
     return Items(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
-                 shas, np.array([text_hash(s) for s in shas], dtype=np.int64),
+                 np.array(shas, dtype=object), np.array([text_hash(s) for s in shas], dtype=np.int64),
                  np.array([r[3] for r in rows], dtype=np.int64))
 
 
@@ -293,7 +350,6 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
         drops = np.flatnonzero(kept != np.arange(len(items.ids)))
     result.clusters = len(np.unique(kept[drops]))
     result.drops = len(drops)
-    ids = items.ids.tolist()
     with bar(total=len(drops), desc=f"{method} decisions", unit="drop") as progress:
         for start in range(0, len(drops), batch_rows):
             batch = drops[start:start + batch_rows]
@@ -304,10 +360,11 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
                 scores = links.score(batch, batch_kept).tolist() if len(batch) else []
                 described = [(method, links.reason.format(score=s), s, None) for s in scores]
             decisions = [
-                {"item_type": item_type, "item_id": ids[i], "stage": "dedup", "verdict": "drop",
-                 "scope": scope, "rule": rule, "reason": f"{reason} to {item_type} {ids[r]}",
-                 "score": float(score), "representative_id": ids[r], "value": value}
-                for i, r, (rule, reason, score, value) in zip(batch.tolist(), batch_kept.tolist(), described)
+                {"item_type": item_type, "item_id": item_id, "stage": "dedup", "verdict": "drop",
+                 "scope": scope, "rule": rule, "reason": f"{reason} to {item_type} {kept_id}",
+                 "score": float(score), "representative_id": kept_id, "value": value}
+                for item_id, kept_id, (rule, reason, score, value) in zip(
+                    items.ids[batch].tolist(), items.ids[batch_kept].tolist(), described)
             ]
             with store.transaction() as conn:
                 result.drops_written += save_decisions(conn, run, decisions)

@@ -12,17 +12,23 @@ does the rest of their cluster.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.save import save_decisions
+from promptmill.core.state import kept_prompts_sql
 from promptmill.core.store import Store
 from promptmill.dedup import clusters
 
 WRITE_BATCH = 20_000
+
+
+SPLITS = ("train", "validation", "test")  # a split's code is its index here
 
 
 def unit_hash(seed: int, key: str) -> float:
@@ -31,12 +37,15 @@ def unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest, "big") / 2.0 ** 64
 
 
-def split_for(u: float, validation: float, test: float) -> str:
-    if u < validation:
-        return "validation"
-    if u < validation + test:
-        return "test"
-    return "train"
+def unit_hashes(seed: int, item_type: str, keys: np.ndarray) -> np.ndarray:
+    """`unit_hash` of each cluster key, without a Python list of millions of them."""
+    return np.fromiter((unit_hash(seed, f"{item_type}:{k}") for k in memoryview(keys)), dtype=np.float64,
+                       count=len(keys))
+
+
+def split_codes(u: np.ndarray, validation: float, test: float) -> np.ndarray:
+    """The hash cut: validation below VALIDATION, then test, then train."""
+    return np.where(u < validation, 1, np.where(u < validation + test, 2, 0)).astype(np.int8)
 
 
 def scope_name(seed: int, validation: float, test: float, stratify: str | None) -> str:
@@ -48,14 +57,19 @@ def dedup_scopes(store: Store, item_type: str) -> list[str]:
         "SELECT DISTINCT scope FROM decisions WHERE item_type = ? AND stage = 'dedup'", (item_type,))]
 
 
+def int_columns(cursor, width: int) -> np.ndarray:
+    """The integer rows of CURSOR as an (n, WIDTH) array, read without a list of tuples."""
+    return np.fromiter(chain.from_iterable(cursor), dtype=np.int64).reshape(-1, width)
+
+
 def cluster_keepers(store: Store, item_type: str, ids: np.ndarray) -> np.ndarray:
     """For each id, the kept member of its dedup cluster (the lowest id not dropped by dedup, else the lowest)."""
-    edges = np.array(store.execute(
+    edges = int_columns(store.execute(
         "SELECT item_id, representative_id FROM decisions WHERE item_type = ? AND stage = 'dedup' "
-        "AND verdict = 'drop' AND representative_id IS NOT NULL", (item_type,)).fetchall(),
-        dtype=np.int64).reshape(-1, 2)
+        "AND verdict = 'drop' AND representative_id IS NOT NULL", (item_type,)), 2)
     universe = np.unique(np.concatenate([ids, edges.ravel()]))
     left, right = np.searchsorted(universe, edges[:, 0]), np.searchsorted(universe, edges[:, 1])
+    del edges
     roots = clusters.union_find(len(universe), left, right)
     dropped = np.zeros(len(universe), dtype=bool)
     dropped[left] = True
@@ -65,58 +79,75 @@ def cluster_keepers(store: Store, item_type: str, ids: np.ndarray) -> np.ndarray
     return universe[keeper[np.searchsorted(universe, ids)]]
 
 
+def lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: int = -1) -> np.ndarray:
+    """The value of each query in the sorted KEYS, MISSING where it is not there."""
+    if not len(keys):
+        return np.full(len(queries), missing, dtype=values.dtype)
+    at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return np.where(keys[at] == queries, values[at], missing).astype(values.dtype)
+
+
 @dataclass
-class Plan:
-    item_ids: np.ndarray
-    keepers: np.ndarray
-    u: np.ndarray
-    splits: list[str]
+class Known:
+    """Splits already fixed for some items (ascending ids, split codes)."""
+
+    ids: np.ndarray
+    codes: np.ndarray
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """The code of each of IDS, -1 where none is known."""
+        return lookup(self.ids, self.codes, ids)
+
+
+def known_splits(rows) -> Known:
+    """Known splits from (item id, split name) rows; the last row of an id wins."""
+    latest = {item_id: SPLITS.index(name) for item_id, name in rows}
+    ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
+    codes = np.fromiter(latest.values(), dtype=np.int8, count=len(latest))
+    order = np.argsort(ids)
+    return Known(ids[order], codes[order])
 
 
 def plan(keepers: np.ndarray, strata: np.ndarray, item_type: str, seed: int, validation: float, test: float,
-         existing: dict[int, str], stratify: bool) -> tuple[np.ndarray, list[str]]:
-    """(u, split) per item. Plain: the hash cut. Stratified: each stratum's new clusters fill its
-    quota of validation and test by lowest hash, around the clusters already assigned."""
-    unique_keepers = np.unique(keepers)
-    u_of = {int(k): unit_hash(seed, f"{item_type}:{k}") for k in unique_keepers.tolist()}
-    u = np.array([u_of[int(k)] for k in keepers.tolist()])
-    split_of_keeper = {k: split_for(v, validation, test) for k, v in u_of.items()}
+         assigned: np.ndarray, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(u, split code) per item. `assigned` gives each item's cluster split if already fixed, else -1.
+    Plain: the hash cut. Stratified: each stratum's new clusters fill its quota of validation and
+    test by lowest hash, around the clusters already assigned."""
+    unique_keepers, member_of = np.unique(keepers, return_inverse=True)
+    u = unit_hashes(seed, item_type, unique_keepers)
+    fixed = np.full(len(unique_keepers), -1, dtype=np.int8)
+    fixed[member_of] = assigned
+    codes = split_codes(u, validation, test)
     if stratify:
-        stratum_of = dict(zip(keepers.tolist(), strata.tolist()))
-        assigned = {k: existing[k] for k in u_of if k in existing}
-        by_stratum: dict[int, list[int]] = {}
-        for k in u_of:
-            by_stratum.setdefault(stratum_of[k], []).append(k)
-        for members in by_stratum.values():
-            quota_validation = round(validation * len(members))
-            quota_test = round(test * len(members))
-            have_validation = sum(assigned.get(k) == "validation" for k in members)
-            have_test = sum(assigned.get(k) == "test" for k in members)
-            fresh = sorted((k for k in members if k not in assigned), key=u_of.__getitem__)
-            need_validation = max(0, quota_validation - have_validation)
-            need_test = max(0, quota_test - have_test)
-            for i, k in enumerate(fresh):
-                split_of_keeper[k] = ("validation" if i < need_validation else
-                                      "test" if i < need_validation + need_test else "train")
-        split_of_keeper.update(assigned)
-    else:
-        split_of_keeper.update({k: existing[k] for k in u_of if k in existing})
-    return u, [split_of_keeper[int(k)] for k in keepers.tolist()]
+        stratum_of = np.zeros(len(unique_keepers), dtype=np.int64)
+        stratum_of[member_of] = strata
+        stratum_of = np.unique(stratum_of, return_inverse=True)[1].ravel()
+        sizes = np.bincount(stratum_of)
+        need = [np.maximum(0, np.round(share * sizes) - np.bincount(stratum_of[fixed == code], minlength=len(sizes)))
+                for share, code in ((validation, 1), (test, 2))]
+        fresh = np.flatnonzero(fixed < 0)
+        fresh = fresh[np.lexsort((unique_keepers[fresh], u[fresh], stratum_of[fresh]))]
+        stratum = stratum_of[fresh]
+        rank = np.arange(len(fresh)) - np.searchsorted(stratum, stratum)  # position among its stratum's fresh
+        codes[fresh] = np.where(rank < need[0][stratum], 1, np.where(rank < (need[0] + need[1])[stratum], 2, 0))
+    codes = np.where(fixed >= 0, fixed, codes)
+    return u[member_of], codes[member_of]
 
 
 def write_assignments(store: Store, run: Run, item_type: str, scope: str, ids: np.ndarray, u: np.ndarray,
-                      splits: list[str], reasons: list[str]) -> int:
-    """Insert 'assign' decisions in hash order (so a killed stratified run resumes to the same plan)."""
-    order = np.lexsort((ids, u)).tolist()
+                      codes: np.ndarray, reasons: Callable[[np.ndarray], list[str]]) -> int:
+    """Insert 'assign' decisions in hash order (so a killed stratified run resumes to the same plan);
+    `reasons` gives the reasons of a batch of positions."""
+    order = np.lexsort((ids, u))
     written = 0
     with bar(total=len(order), desc=f"{item_type} splits", unit=item_type) as progress:
         for start in range(0, len(order), WRITE_BATCH):
             chunk = order[start:start + WRITE_BATCH]
             with store.transaction() as conn:
                 written += save_decisions(conn, run, (
-                    {"item_type": item_type, "item_id": int(ids[i]), "stage": "split", "verdict": "assign",
-                     "scope": scope, "rule": "cluster-hash", "value": splits[i], "reason": reasons[i]}
-                    for i in chunk))
+                    {"item_type": item_type, "item_id": item_id, "stage": "split", "verdict": "assign",
+                     "scope": scope, "rule": "cluster-hash", "value": SPLITS[code], "reason": reason}
+                    for item_id, code, reason in zip(ids[chunk].tolist(), codes[chunk].tolist(), reasons(chunk))))
             progress.update(len(chunk))
     return written
 
@@ -125,8 +156,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
 
 
-def imported_splits(store: Store, item_type: str) -> dict[int, str]:
-    """item id -> the split its source put it in (an imported release's train/ or validation/ folder, a
+def imported_splits(store: Store, item_type: str) -> Known:
+    """The split each item's source put it in (an imported release's train/ or validation/ folder, a
     dataset's split), so merging an earlier release keeps its held-out items held out."""
     if item_type == "prompt":
         rows = store.execute("SELECT id, json_extract(meta, '$.split') FROM prompts "
@@ -134,7 +165,8 @@ def imported_splits(store: Store, item_type: str) -> dict[int, str]:
     else:
         rows = store.execute("SELECT image_id, json_extract(meta, '$.split') FROM image_origins "
                              "WHERE json_valid(meta) AND json_extract(meta, '$.split') IS NOT NULL ORDER BY id DESC")
-    return {item_id: SPLIT_NAMES[str(split).lower()] for item_id, split in rows if str(split).lower() in SPLIT_NAMES}
+    named = ((item_id, SPLIT_NAMES.get(str(split).lower())) for item_id, split in rows)
+    return known_splits((item_id, name) for item_id, name in named if name)
 
 
 def watermark(store: Store) -> tuple[int, int, int]:
@@ -163,34 +195,51 @@ def record_pass(store: Store, run: Run, scope: str, seen: tuple[int, int, int]) 
     return True
 
 
-def existing_splits(store: Store, item_type: str, scope: str) -> dict[int, str]:
-    return dict(store.execute("SELECT item_id, value FROM decisions WHERE item_type = ? AND stage = 'split' "
-                              "AND scope = ?", (item_type, scope)))
+def existing_splits(store: Store, item_type: str, scope: str) -> Known:
+    return known_splits(store.execute("SELECT item_id, value FROM decisions WHERE item_type = ? AND stage = 'split' "
+                                      "AND scope = ? ORDER BY id", (item_type, scope)))
+
+
+def kept_prompt_sources(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, source ids) of the prompts not dropped by cleaning or review; dedup drops don't count,
+    as those members follow their cluster."""
+    import json
+
+    sql = kept_prompts_sql("1", "p.id, p.source_id", ":ignored")
+    rows = int_columns(store.execute(sql, {"ignored": json.dumps(dedup_scopes(store, "prompt"))}), 2)
+    return rows[:, 0].copy(), rows[:, 1].copy()
 
 
 def assign_prompts(store: Store, run: Run, scope: str, seed: int, validation: float, test: float,
-                   stratify: str | None) -> dict[int, str]:
+                   stratify: str | None) -> Known:
     """Assign every prompt not dropped by cleaning (dedup-dropped members follow their cluster)."""
-    from promptmill.dedup.passes import load_prompts
+    ids, source_ids = kept_prompt_sources(store)
+    keepers = cluster_keepers(store, "prompt", ids)
+    strata = lookup(ids, source_ids, keepers)  # a cluster's stratum is its kept member's source
+    assigned = existing_splits(store, "prompt", scope).lookup(ids)
+    imported = imported_splits(store, "prompt").lookup(ids)
+    # An item's fixed split holds its whole cluster: one already assigned here first, else an imported one.
+    assigned = cluster_choice(keepers, assigned, imported)
+    u, codes = plan(keepers, strata, "prompt", seed, validation, test, assigned, bool(stratify))
+    run.add("prompts assigned", write_assignments(
+        store, run, "prompt", scope, ids, u, codes,
+        lambda chunk: [f"cluster of prompt {k}" for k in keepers[chunk].tolist()]))
+    return Known(ids, codes)
 
-    items = load_prompts(store, dedup_scopes(store, "prompt"))
-    keepers = cluster_keepers(store, "prompt", items.ids)
-    source_of = dict(zip(items.ids.tolist(), items.source_ids.tolist()))
-    strata = np.array([source_of.get(int(k), -1) for k in keepers], dtype=np.int64)
-    existing = existing_splits(store, "prompt", scope)
-    existing_keepers = {int(k): existing[int(i)] for i, k in zip(items.ids, keepers) if int(i) in existing}
-    imported = imported_splits(store, "prompt")
-    for i, k in zip(items.ids.tolist(), keepers.tolist()):
-        if i in imported:
-            existing_keepers.setdefault(k, imported[i])
-    u, splits = plan(keepers, strata, "prompt", seed, validation, test, existing_keepers, bool(stratify))
-    reasons = [f"cluster of prompt {int(k)}" for k in keepers]
-    run.add("prompts assigned", write_assignments(store, run, "prompt", scope, items.ids, u, splits, reasons))
-    return {int(i): s for i, s in zip(items.ids, splits)}
+
+def cluster_choice(keepers: np.ndarray, *choices: np.ndarray) -> np.ndarray:
+    """Per item, the split fixed for its cluster: the first of CHOICES (codes per item, -1 for none)
+    that any member has, the lowest-id member's where members differ."""
+    unique_keepers, member_of = np.unique(keepers, return_inverse=True)
+    chosen = np.full(len(unique_keepers), -1, dtype=np.int8)
+    for codes in choices:
+        has = np.flatnonzero((codes >= 0) & (chosen[member_of] < 0))[::-1]  # lowest id written last: it wins
+        chosen[member_of[has]] = codes[has]
+    return chosen[member_of]
 
 
 def assign_images(store: Store, run: Run, scope: str, seed: int, validation: float, test: float,
-                  prompt_splits: dict[int, str]) -> None:
+                  prompt_splits: Known) -> None:
     """A generated image follows its prompt, a collected one the prompt found with it, else its own cluster."""
     from promptmill.dedup.passes import load_images
 
@@ -203,24 +252,28 @@ def assign_images(store: Store, run: Run, scope: str, seed: int, validation: flo
         prompt_of.setdefault(image_id, prompt_id)
     keepers = cluster_keepers(store, "image", items.ids)
     existing = existing_splits(store, "image", scope)
+    already, keeper_already = existing.lookup(items.ids), existing.lookup(keepers)
     imported = imported_splits(store, "image")
-    u = np.array([unit_hash(seed, f"image:{int(k)}") for k in keepers])
-    splits, reasons = [], []
-    for image_id, keeper, value in zip(items.ids.tolist(), keepers.tolist(), u.tolist()):
-        prompt_id = prompt_of.get(image_id)
-        if image_id in existing:
-            splits.append(existing[image_id])
+    own_import, keeper_import = imported.lookup(items.ids), imported.lookup(keepers)
+    prompts = np.array([prompt_of.get(i, -1) for i in items.ids.tolist()], dtype=np.int64)
+    followed = prompt_splits.lookup(prompts)
+    u = unit_hashes(seed, "image", keepers)
+    codes, reasons = split_codes(u, validation, test), []
+    for i, (keeper, prompt_id) in enumerate(zip(keepers.tolist(), prompts.tolist())):
+        if already[i] >= 0:
+            codes[i] = already[i]
             reasons.append("already assigned")
-        elif image_id in imported or keeper in imported:
-            splits.append(imported.get(image_id) or imported[keeper])
+        elif own_import[i] >= 0 or keeper_import[i] >= 0:
+            codes[i] = own_import[i] if own_import[i] >= 0 else keeper_import[i]
             reasons.append("split of the imported source")
-        elif prompt_id is not None and prompt_id in prompt_splits:
-            splits.append(prompt_splits[prompt_id])
+        elif followed[i] >= 0:
+            codes[i] = followed[i]
             reasons.append(f"follows prompt {prompt_id}")
         else:
-            splits.append(existing.get(keeper) or split_for(value, validation, test))
+            codes[i] = keeper_already[i] if keeper_already[i] >= 0 else codes[i]
             reasons.append(f"cluster of image {keeper}")
-    run.add("images assigned", write_assignments(store, run, "image", scope, items.ids, u, splits, reasons))
+    run.add("images assigned", write_assignments(store, run, "image", scope, items.ids, u, codes,
+                                                 lambda chunk: [reasons[i] for i in chunk.tolist()]))
 
 
 def counts(store: Store, scope: str | None) -> list[dict]:
@@ -262,14 +315,15 @@ def leakage(store: Store, scope: str | None, methods: list[str], features: str =
         else:
             from promptmill.dedup import semantic
 
-            vectors, _ = semantic.embed(store, items.texts, model)
+            vectors, _ = semantic.embed(store, list(items.texts), model)
             left, right, _ = semantic.similar_pairs(vectors, threshold)
             links = dedup.Links(left, right, lambda a, b, v=vectors: semantic.cosine(v, a, b), "")
         cross = splits[links.left] != splits[links.right]
         left, right = links.left[cross], links.right[cross]
         scores = links.score(left, right) if len(left) else []
-        for a, b, s in zip(left.tolist(), right.tolist(), list(scores)):
+        for a, b, s, text_a, text_b in zip(left.tolist(), right.tolist(), list(scores), items.texts.take(left),
+                                           items.texts.take(right)):
             found.append({"method": method, "a": int(items.ids[a]), "b": int(items.ids[b]),
                           "split_a": splits[a], "split_b": splits[b], "score": float(s),
-                          "text_a": items.texts[a], "text_b": items.texts[b]})
+                          "text_a": text_a, "text_b": text_b})
     return found
