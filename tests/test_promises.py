@@ -8,12 +8,15 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,8 +27,12 @@ from PIL import Image
 
 import paths
 from conftest import run_script
-from fakes.openai_server import FakeOpenAI
+from fakes.openai_server import FakeOpenAI, describe_answer
+from promptmill.core.errors import RunStopped
+from promptmill.core.runs import now, start_run
 from promptmill.core.store import open_store
+from promptmill.llm.ledger import Ledger, load_prices
+from promptmill.llm.runner import CallRunner, CallSettings, Job
 
 PAID_ENV = {**os.environ, "PROMPTMILL_PROGRESS": "0", "OPENAI_API_KEY": "sk-test-two-processes-0123456789"}
 
@@ -100,6 +107,106 @@ def test_two_augment_processes_share_one_target_and_pay_each_request_once(tmp_pa
         assert target <= unique <= target + 2 * concurrency * per_call
     finally:
         store.close()
+
+
+def on_another_host(argv: list[str], host: str = "otherhost") -> list[str]:
+    """ARGV run under another host name (its own UTS namespace); skip where that is not permitted."""
+    probe = subprocess.run(["unshare", "--uts", "hostname", host], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare --uts is not permitted here: {probe.stderr.decode().strip()}")
+    return ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *argv]
+
+
+@pytest.mark.resilience
+@pytest.mark.slow
+def test_claims_of_a_run_killed_on_another_host_lapse_with_its_lease(tmp_path):
+    prompts, lease = 8, 2
+    db = tmp_path / "db" / "promptmill.db"
+    assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, example_prompts(prompts))).returncode == 0
+    released = threading.Event()
+
+    def answer(text, serial):
+        if serial <= 2:  # the other host's two requests: in flight until it is killed
+            released.wait(120)
+        return describe_answer(text)
+
+    with FakeOpenAI(answer=answer) as server:
+        argv = [sys.executable, str(paths.STEPS_DIR / "07_label.py"), "describe", "--db", str(db), "--base-url",
+                server.url + "/v1", "--model", "fake-model", *FAST_RETRIES]
+        elsewhere = subprocess.Popen(on_another_host([*argv, "--limit", "2", "--concurrency", "2"]),
+                                     env={**PAID_ENV, "PROMPTMILL_CLAIM_LEASE": str(lease)},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        store = open_store(db)
+        try:
+            deadline = time.monotonic() + 60
+            while server.stats()["in_flight"] < 2 and time.monotonic() < deadline and elsewhere.poll() is None:
+                time.sleep(0.05)
+            assert store.count("api_claims", "host = 'otherhost'") == 2, f"exit status {elsewhere.poll()}"
+            time.sleep(lease + 1)  # its requests outlast its lease: renewals keep the claims
+
+            respected = subprocess.run(argv, env=PAID_ENV, capture_output=True, text=True, timeout=120)
+            assert respected.returncode == 0, respected.stderr
+            assert store.count("labels") == prompts - 2 and server.stats()["billable"] == prompts - 2
+
+            elsewhere.kill()
+            elsewhere.wait()
+            released.set()  # its answers go to a dead process: paid for, lost with the kill
+            deadline = time.monotonic() + 60
+            while server.stats()["in_flight"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            paid_before = server.stats()["billable"]
+            time.sleep(lease + 0.5)
+
+            taken_over = subprocess.run(argv, env=PAID_ENV, capture_output=True, text=True, timeout=120)
+            assert taken_over.returncode == 0, taken_over.stderr
+            assert server.stats()["billable"] - paid_before == 2
+            assert paid_keys(store) == (prompts, prompts) and store.count("labels") == prompts
+            assert store.count("api_claims") == 0
+            killed = store.query("SELECT status, error FROM runs WHERE host = 'otherhost'")[0]
+            assert killed["status"] == "interrupted" and "no heartbeat from host otherhost" in killed["error"]
+        finally:
+            elsewhere.kill()
+            released.set()
+            store.close()
+
+
+def claim_held_by(store, host: str, lease_until: str, pid: int | None = None):
+    """(key, run) of a claim held by a running run on HOST whose lease runs until LEASE_UNTIL."""
+    holder = start_run(store, "test", "holder", argv=["pytest"])
+    key = f"key-of-run-{holder.id}"
+    assert Ledger(store, holder, load_prices()).claim(key, False, "scope") == ("claimed", None)
+    with store.transaction():
+        store.execute("UPDATE runs SET host = ?, pid = coalesce(?, pid), lease_until = ? WHERE id = ?",
+                      (host, pid, lease_until, holder.id))
+        store.execute("UPDATE api_claims SET host = ?, pid = coalesce(?, pid) WHERE run_id = ?", (host, pid, holder.id))
+    return key, holder
+
+
+def test_a_claim_from_another_host_holds_while_its_lease_runs(store, run):
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    fresh, _ = claim_held_by(store, "otherhost", now(60))
+    lapsed, lapsed_run = claim_held_by(store, "otherhost", now(-1))
+    dead_here, _ = claim_held_by(store, socket.gethostname(), now(60), pid=ended.pid)
+    ledger = Ledger(store, run, load_prices())
+    assert ledger.claimed_elsewhere("scope") == 1
+    assert ledger.claim(fresh, False) == ("busy", None)
+    assert ledger.claim(lapsed, False) == ("claimed", None)
+    assert ledger.claim(dead_here, False) == ("claimed", None)
+    taken = store.query("SELECT status, error FROM runs WHERE id = ?", (lapsed_run.id,))[0]
+    assert taken["status"] == "interrupted" and "no heartbeat from host otherhost" in taken["error"]
+    # Had it only stalled, its next renewal tells it that its claims were taken over.
+    assert run.renew_lease(60) and not lapsed_run.renew_lease(60)
+
+
+def test_a_run_whose_claims_were_taken_over_sends_nothing_more(store, run):
+    with store.transaction():
+        store.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (run.id,))
+    provider = SimpleNamespace(name="fake", model="fake-model")  # never asked: nothing may be sent
+    runner = CallRunner(store, run, provider, CallSettings(), load_prices(), write=None)
+    with pytest.raises(RunStopped, match="claim lease"):
+        runner.run_jobs([Job(request={}, item="prompt:1")])
+    assert store.count("api_claims") == 0
 
 
 def test_credentials_in_urls_and_key_shaped_models_never_land(tmp_path):

@@ -2,7 +2,8 @@
 
 A run starts as ``running`` and ends ``ok``, ``failed`` or ``interrupted``
 (SIGINT/SIGTERM). A run left ``running`` by a SIGKILL is marked
-``interrupted`` by the next run that opens the database and finds its process gone.
+``interrupted`` by the next run that opens the database and finds its process gone,
+or, on another host, by the run that takes over a paid-call claim whose lease ran out.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ TRACKED_LIBRARIES = (
 )
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now(later: float = 0.0) -> str:
+    """UTC time as stored, LATER seconds from now; the fixed width makes text order time order."""
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=later)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def redact(text: str) -> str:
@@ -139,6 +141,14 @@ def mark_abandoned_runs(store: Store) -> int:
     return len(stale)
 
 
+def mark_lease_lapsed(conn, claim: dict):
+    """The run of a claim whose lease ran out on another host is taken for dead: its lease is renewed for as
+    long as its request loop goes on. Should it be merely stalled, its next renewal fails and it stops."""
+    conn.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE id = ? AND status = 'running'",
+                 (f"no heartbeat from host {claim['host']}: its claim lease ran out at {claim['lease_until']}",
+                  claim["run_id"]))
+
+
 class Interrupted(Exception):
     """Raised inside a run when SIGTERM arrives, so it ends as 'interrupted'."""
 
@@ -182,6 +192,13 @@ class Run:
         with self.store.transaction():
             self.store.execute("UPDATE runs SET counts = ? WHERE id = ?",
                                (json.dumps(dict(self.counts), sort_keys=True), self.id))
+
+    def renew_lease(self, seconds: float) -> bool:
+        """Keep this run's claims live for other hosts SECONDS more; False once one has taken them over."""
+        with self.store.transaction():
+            cursor = self.store.execute("UPDATE runs SET lease_until = ? WHERE id = ? AND status = 'running'",
+                                        (now(seconds), self.id))
+        return cursor.rowcount == 1
 
     def finish(self, status: str, error: str | None = None):
         with self.store.transaction():

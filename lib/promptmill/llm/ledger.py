@@ -5,7 +5,8 @@ canonical request body and the item it is for. Before a request is sent the
 ledger is asked for a stored successful response under that key; when there is
 one it is reused, so a resumed or repeated run never pays twice. When there is
 none the key is claimed (`api_claims`) in the same transaction, so a second
-process on the same database leaves it alone until the answer is stored. Cost comes from
+process on the same database leaves it alone until the answer is stored, or, when that process
+is on another host, until the claim's lease runs out unrenewed. Cost comes from
 the price table `schema/prices.toml`, which a user file can override.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import sys
@@ -21,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptmill.core import resources
-from promptmill.core.runs import now, pid_alive, redact
+from promptmill.core.errors import BadInput
+from promptmill.core.runs import mark_lease_lapsed, now, pid_alive, redact
 
 DEFAULT_PRICES = resources.SCHEMA_DIR / "prices.toml"
+DEFAULT_CLAIM_LEASE = 600.0
 
 
 def canonical_json(value) -> str:
@@ -34,6 +38,20 @@ def canonical_json(value) -> str:
 def idempotency_key(provider: str, model: str, request: dict, item: str | None) -> str:
     """sha256 of provider, model, canonical request body and item: equal keys are the same paid call."""
     return hashlib.sha256(canonical_json([provider, model, request, item]).encode("utf-8")).hexdigest()
+
+
+def claim_lease() -> float:
+    """Seconds this run's claims hold for other hosts unless renewed ($PROMPTMILL_CLAIM_LEASE). Renewed every
+    quarter lease by the request loop, it must outlast a stall of the process and the hosts' clock difference,
+    not a request."""
+    text = os.environ.get("PROMPTMILL_CLAIM_LEASE") or str(DEFAULT_CLAIM_LEASE)
+    try:
+        lease = float(text)
+    except ValueError:
+        lease = math.nan
+    if not (math.isfinite(lease) and lease > 0):
+        raise BadInput(f"PROMPTMILL_CLAIM_LEASE must be a number of seconds above 0, not {text!r}")
+    return lease
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,7 @@ class Ledger:
         self.store = store
         self.run = run
         self.prices = prices
+        self.lease = claim_lease()
 
     def find(self, key: str) -> dict | None:
         """The stored successful call for KEY, else the latest failed one, else None."""
@@ -149,10 +168,11 @@ class Ledger:
             settled = self._settled(key, retry_failed)  # another process may have stored it meanwhile
             if settled:
                 return settled
-            holder = self.store.query("SELECT c.*, r.status FROM api_claims c JOIN runs r ON r.id = c.run_id "
-                                      "WHERE c.idempotency_key = ?", (key,))
+            holder = self.store.query(f"{CLAIMS} WHERE c.idempotency_key = ?", (key,))
             if holder and _live(holder[0]):
                 return "busy", None
+            if holder and _lapsed_elsewhere(holder[0]):
+                mark_lease_lapsed(conn, holder[0])
             conn.execute(
                 "INSERT INTO api_claims (idempotency_key, scope, run_id, pid, host, claimed_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO UPDATE SET scope = excluded.scope, "
@@ -179,8 +199,7 @@ class Ledger:
 
     def claimed_elsewhere(self, scope: str) -> int:
         """Requests under SCOPE that other live runs have in flight now."""
-        rows = self.store.query("SELECT c.*, r.status FROM api_claims c JOIN runs r ON r.id = c.run_id "
-                                "WHERE c.scope = ? AND c.run_id != ?", (scope, self.run.id))
+        rows = self.store.query(f"{CLAIMS} WHERE c.scope = ? AND c.run_id != ?", (scope, self.run.id))
         return sum(1 for row in rows if _live(row))
 
     def record(self, conn, key: str, provider: str, model: str, request: dict, outcome: Outcome,
@@ -208,8 +227,19 @@ class Ledger:
         return cursor.lastrowid, cost
 
 
+CLAIMS = "SELECT c.*, r.status, r.lease_until FROM api_claims c JOIN runs r ON r.id = c.run_id"
+
+
 def _live(claim: dict) -> bool:
-    """A claim holds while its run is still running and, on this host, its process is alive."""
+    """A claim holds while its run is still running and its process is alive: seen by pid on this host,
+    by an unexpired lease from another (whose processes can't be seen)."""
     if claim["status"] != "running":
         return False
-    return claim["host"] != socket.gethostname() or pid_alive(claim["pid"])
+    if claim["host"] == socket.gethostname():
+        return pid_alive(claim["pid"])
+    return (claim["lease_until"] or "") > now()
+
+
+def _lapsed_elsewhere(claim: dict) -> bool:
+    """Not live, yet its run still says running on another host: the lease ran out."""
+    return claim["status"] == "running" and claim["host"] != socket.gethostname()

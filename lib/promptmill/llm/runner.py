@@ -232,6 +232,8 @@ class CallRunner:
     async def _run(self, jobs: Iterable[Job], should_stop, hold):
         self.limiter = RateLimiter(self.settings.rpm, self.settings.tpm)
         iterator = iter(jobs)
+        self._renew_lease()  # before the first claim
+        renewing = asyncio.create_task(self._keep_lease())
 
         async def worker():
             while not self.stop_reason and not should_stop():
@@ -252,9 +254,23 @@ class CallRunner:
         try:
             await asyncio.gather(*(worker() for _ in range(max(1, self.settings.concurrency))))
         finally:
+            renewing.cancel()
             close = getattr(self.provider, "aclose", None)
             if close:
                 await close()
+
+    async def _keep_lease(self):
+        """Renew the claim lease every quarter lease for as long as requests go on, however long each takes."""
+        while True:
+            await asyncio.sleep(self.ledger.lease / 4)
+            with contextlib.suppress(sqlite3.OperationalError):  # the database busy: the next renewal is in time
+                self._renew_lease()
+
+    def _renew_lease(self):
+        if not self.run.renew_lease(self.ledger.lease) and not self.stop_reason:
+            self.fatal = True
+            self.stop_reason = ("another host found this run's claim lease run out and took its requests over "
+                                "(was the process stalled?)")
 
     async def _process(self, job: Job):
         key = self.key(job)
