@@ -43,14 +43,20 @@ def test_extension_and_numpy_give_the_same_sketches(monkeypatch):
     built = cascade.sketches(texts)
     monkeypatch.setattr(cascade, "_simhash", None)
     plain = cascade.sketches(texts)
-    assert np.array_equal(built.signatures, plain.signatures) and np.array_equal(built.indptr, plain.indptr)
+    assert np.array_equal(built.indptr, plain.indptr)
     assert np.array_equal(built.hashes, plain.hashes)    # each text's words ascending
+    signature = cascade.minhashes(plain, slice(None))
+    assert signature.shape == (len(texts), cascade.PERMUTATIONS)
+    assert (signature[plain.sizes() == 0] == np.iinfo(np.uint32).max).all()
+    monkeypatch.undo()
+    assert np.array_equal(cascade.minhashes(built, slice(None)), signature)
+    assert np.array_equal(cascade.band_keys(built, 3), cascade.band_keys(plain, 3))
     for i, text in enumerate(texts):
         words = built.hashes[built.indptr[i]:built.indptr[i + 1]]
         assert words.tolist() == sorted(cascade.word_hashes([w.encode() for w in word_set(text)]).tolist())
-    assert (built.signatures[built.sizes() == 0] == np.iinfo(np.uint32).max).all()
     rng = np.random.default_rng(0)
     left, right = rng.integers(0, len(texts), 5000), rng.integers(0, len(texts), 5000)
+    monkeypatch.setattr(cascade, "_simhash", None)
     overlap = cascade.overlaps(plain, left, right)
     monkeypatch.undo()
     assert np.allclose(cascade.overlaps(built, left, right), overlap)
@@ -62,7 +68,11 @@ def test_overlaps_are_exact_and_candidates_hold_every_close_pair():
     copies += [" ".join(line.split()[:-1]) for line in lines[100:200] if len(line.split()) > 8]
     texts = lines + copies
     sets = cascade.sketches(texts)
-    left, right = cascade.candidates(sets.signatures, np.zeros(len(texts), dtype=bool), sets.sizes() > 0)
+    bands = list(cascade.candidates(sets, np.zeros(len(texts), dtype=bool)))
+    assert len(bands) == cascade.BANDS
+    pairs = np.unique(np.concatenate([left * len(texts) + right for left, right in bands]))
+    left, right = pairs // len(texts), pairs % len(texts)
+    assert (left < right).all()
     jaccard, containment = cascade.overlaps(sets, left, right)
     words = [word_set(t) for t in texts]
     for a, b, j, c in zip(left[:3000].tolist(), right[:3000].tolist(), jaccard.tolist(), containment.tolist()):
@@ -122,7 +132,7 @@ def test_a_chain_drops_only_what_its_representative_matches(tmp_path, invoke, st
     scores = json.loads(rows[0]["value"])
     assert scores["jaccard"] == pytest.approx(rows[0]["score"], abs=1e-4) and scores["cosine"] is None
     assert "jaccard" in rows[0]["reason"] and "to prompt 1" in rows[0]["reason"]
-    assert "cascade dropped 1" in result.output and "cascade candidates" in result.output
+    assert "cascade dropped 1" in result.output and "cascade pairs checked" in result.output
 
 
 def test_boilerplate_tails_case_and_order_are_lexical_duplicates(tmp_path, invoke, store):

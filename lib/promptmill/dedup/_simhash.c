@@ -756,6 +756,55 @@ released:
     return result;
 }
 
+PyDoc_STRVAR(minhash_sets_doc,
+             "minhash_sets(indptr, hashes, multipliers, offsets) -> bytes\n\n"
+             "minhash_folded's signatures from the word hashes it returned: for each text (its\n"
+             "hashes are hashes[indptr[i]:indptr[i + 1]]) and each pair (a, b) of multipliers and\n"
+             "offsets, the minimum of (a * hash + b) >> 32 mod 2**64 as native uint32, text by text\n"
+             "(all ones for a text without words). indptr is native int64, the others native uint64.");
+
+static PyObject *minhash_sets(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer indptr, hashes, multipliers, offsets;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*:minhash_sets", &indptr, &hashes, &multipliers, &offsets))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t words = hashes.len / (Py_ssize_t)sizeof(uint64_t);
+    Py_ssize_t perms = multipliers.len / (Py_ssize_t)sizeof(uint64_t);
+    if (offsets.len != multipliers.len || texts < 0) {
+        PyErr_SetString(PyExc_ValueError, "multipliers and offsets differ in length, or indptr is empty");
+        goto done;
+    }
+    const int64_t *starts = indptr.buf;
+    const uint64_t *h = hashes.buf, *a = multipliers.buf, *b = offsets.buf;
+    for (Py_ssize_t i = 0; i <= texts; i++)
+        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
+            goto done;
+        }
+    result = PyBytes_FromStringAndSize(NULL, texts * perms * (Py_ssize_t)sizeof(uint32_t));
+    if (!result)
+        goto done;
+    uint32_t *out = (uint32_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < texts; i++)
+        for (Py_ssize_t p = 0; p < perms; p++) {
+            uint32_t minimum = UINT32_MAX;
+            for (int64_t j = starts[i]; j < starts[i + 1]; j++) {
+                uint32_t v = (uint32_t)((a[p] * h[j] + b[p]) >> 32);
+                if (v < minimum)
+                    minimum = v;
+            }
+            out[i * perms + p] = minimum;
+        }
+done:
+    PyBuffer_Release(&indptr);
+    PyBuffer_Release(&hashes);
+    PyBuffer_Release(&multipliers);
+    PyBuffer_Release(&offsets);
+    return result;
+}
+
 PyDoc_STRVAR(common_words_doc,
              "common_words(indptr, hashes, left, right) -> bytes\n\n"
              "For each pair (left[k], right[k]) of texts, how many word hashes they share: text i's\n"
@@ -817,6 +866,7 @@ done:
 static PyMethodDef methods[] = {
     {"fingerprints_folded", fingerprints_folded, METH_VARARGS, fingerprints_folded_doc},
     {"minhash_folded", minhash_folded, METH_VARARGS, minhash_folded_doc},
+    {"minhash_sets", minhash_sets, METH_VARARGS, minhash_sets_doc},
     {"common_words", common_words, METH_VARARGS, common_words_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -13,17 +13,19 @@
 
 Every word gets the simhash package's feature hash (md5, as the C extension's
 simhash computes it); each of the PERMUTATIONS hash functions is a multiply-shift
-of it and a signature value is the minimum over the prompt's words. The C
-extension tokenises, hashes and takes the minima in one pass per text, and counts
-shared words by merging sorted lists; numpy and Arrow give the same values where
-it was not built.
+of it and a signature value is the minimum over the prompt's words. Signatures are
+computed one band at a time from the word sets and candidates verified as each
+band yields them, so memory holds the word sets and the close pairs, not a
+signature matrix or every candidate pair. The C extension tokenises and hashes,
+takes the minima and counts shared words by merging sorted lists; numpy and Arrow
+give the same values where it was not built.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 
@@ -81,19 +83,19 @@ def _ignored_hashes() -> np.ndarray:
 @dataclass
 class Sketches:
     """Each text's distinct words (less boilerplate and function words) as uint64 hashes in CSR
-    form, and its MinHash signature: (texts, PERMUTATIONS) uint32, all ones without words."""
+    form, ascending within a text. MinHash values are computed from them band by band
+    (`band_keys`), so no signature matrix of PERMUTATIONS values per text is ever held."""
 
     indptr: np.ndarray
     hashes: np.ndarray
-    signatures: np.ndarray
 
     def sizes(self) -> np.ndarray:
         return np.diff(self.indptr)
 
 
-def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(signatures, words per text, word hashes) of one batch, as the C extension computes them:
-    ASCII texts are tokenised as bytes in one go; the others are folded first."""
+def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(words per text, word hashes) of one batch, as the C extension computes them: ASCII texts
+    are tokenised as bytes in one go; the others are folded first."""
     is_ascii = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
     owners, hashes = [], []
     for part in (is_ascii, ~is_ascii):
@@ -114,41 +116,60 @@ def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     owner, value = owner[order], value[order]
     first = np.ones(len(value), dtype=bool)
     first[1:] = (owner[1:] != owner[:-1]) | (value[1:] != value[:-1])
-    owner, value = owner[first], value[first]
-    counts = np.bincount(owner, minlength=len(texts))
-    signature = np.full((len(texts), PERMUTATIONS), np.iinfo(np.uint32).max, dtype=np.uint32)
-    has_words = counts > 0
-    if has_words.any():
-        # (PERMUTATIONS, words): each row contiguous, so the per-text minimum runs along rows.
-        permuted = ((_MULTIPLIERS[:, None] * value[None, :] + _OFFSETS[:, None]) >> np.uint64(32)).astype(np.uint32)
-        # Starts of the texts with words rise strictly, so each slice is exactly one text's words.
-        starts = _indptr(counts)[:-1][has_words]
-        signature[has_words] = np.minimum.reduceat(permuted, starts, axis=1).T
-    return signature, counts, value
+    return np.bincount(owner[first], minlength=len(texts)), value[first]
 
 
-def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     folded = [text if text.isascii() else fold(text) for text in texts]
-    signature, counts, hashes = _simhash.minhash_folded(folded, _ignored_hashes().tobytes(),
-                                                        _MULTIPLIERS.tobytes(), _OFFSETS.tobytes())
-    return (np.frombuffer(signature, dtype=np.uint32).reshape(len(texts), PERMUTATIONS),
-            np.frombuffer(counts, dtype=np.int64), np.frombuffer(hashes, dtype=np.uint64))
+    _, counts, hashes = _simhash.minhash_folded(folded, _ignored_hashes().tobytes(), b"", b"")
+    return np.frombuffer(counts, dtype=np.int64), np.frombuffer(hashes, dtype=np.uint64)
 
 
 def _has_extension() -> bool:
     """The C extension with the cascade's functions (an older build has only the simhash one)."""
-    return _simhash is not None and hasattr(_simhash, "minhash_folded") and hasattr(_simhash, "common_words")
+    return _simhash is not None and all(hasattr(_simhash, name)
+                                        for name in ("minhash_folded", "minhash_sets", "common_words"))
 
 
 def sketches(texts: Iterable[str]) -> Sketches:
-    """Word sets and MinHash signatures of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
+    """Word sets of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
     sketch = _extension_chunk if _has_extension() else _numpy_chunk
     parts = [sketch(chunk) for chunk in chunks(texts, TEXT_CHUNK)]
     if not parts:
-        return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64),
-                        np.zeros((0, PERMUTATIONS), dtype=np.uint32))
-    return Sketches(_indptr(np.concatenate([p[1] for p in parts])), np.concatenate([p[2] for p in parts]),
-                    np.concatenate([p[0] for p in parts]))
+        return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64))
+    return Sketches(_indptr(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts]))
+
+
+def minhashes(sets: Sketches, permutations: slice) -> np.ndarray:
+    """(texts, permutations) uint32: the minimum over each text's words of each hash function
+    (a multiply-shift of the word hash); all ones for a text without words."""
+    multipliers, offsets = _MULTIPLIERS[permutations], _OFFSETS[permutations]
+    if _has_extension():
+        values = _simhash.minhash_sets(sets.indptr.astype(np.int64), sets.hashes, multipliers, offsets)
+        return np.frombuffer(values, dtype=np.uint32).reshape(len(sets.indptr) - 1, len(multipliers))
+    out = np.full((len(sets.indptr) - 1, len(multipliers)), np.iinfo(np.uint32).max, dtype=np.uint32)
+    has_words = sets.sizes() > 0
+    for start in range(0, len(out), TEXT_CHUNK):
+        end = min(start + TEXT_CHUNK, len(out))
+        chunk_has = has_words[start:end]
+        if not chunk_has.any():
+            continue
+        first, last = sets.indptr[start], sets.indptr[end]
+        words = sets.hashes[first:last]
+        permuted = ((multipliers[:, None] * words[None, :] + offsets[:, None]) >> np.uint64(32)).astype(np.uint32)
+        # Starts of the texts with words rise strictly, so each slice is exactly one text's words.
+        starts = sets.indptr[start:end][chunk_has] - first
+        out[start:end][chunk_has] = np.minimum.reduceat(permuted, starts, axis=1).T
+    return out
+
+
+def band_keys(sets: Sketches, band: int) -> np.ndarray:
+    """uint64 LSH key of each text in BAND: its ROWS MinHash values hashed together."""
+    block = minhashes(sets, slice(band * ROWS, (band + 1) * ROWS)).astype(np.uint64)
+    keys = block[:, 0].copy()
+    for column in range(1, ROWS):
+        keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column]
+    return keys
 
 
 def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,37 +205,28 @@ def _distinct(keys: np.ndarray) -> np.ndarray:
     return keys[first]
 
 
-def candidates(signature: np.ndarray, fixed: np.ndarray, has_words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct pairs (i < j) that share at least one LSH band, not both reference items.
+def candidates(sets: Sketches, fixed: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Band by band, the distinct pairs (i < j) that share the band, not both reference items.
 
-    A true pair shares most bands, so the pairs are made distinct band by band: memory holds the
-    distinct pairs so far plus one band's, not every band's."""
-    n = len(signature)
-    seen = np.zeros(0, dtype=np.int64)  # pair keys low * n + high, sorted and distinct
+    A pair sharing several bands comes once per band: `verify` checks each band's pairs as they
+    come and keeps only the close ones, so memory never holds every candidate pair at once."""
+    n = len(fixed)
+    has_words = sets.sizes() > 0
     for band in range(BANDS):
-        block = signature[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)
-        keys = block[:, 0].copy()
-        for column in range(1, ROWS):
-            keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column]
-        left, right = _bucket_pairs(keys, has_words)
+        left, right = _bucket_pairs(band_keys(sets, band), has_words)
         low, high = np.minimum(left, right), np.maximum(left, right)
         useful = ~(fixed[low] & fixed[high])
-        fresh = _distinct(low[useful] * n + high[useful])
-        if len(seen):
-            found = seen[np.minimum(np.searchsorted(seen, fresh), len(seen) - 1)] == fresh
-            fresh = fresh[~found]
-        # Two sorted runs: the stable sort (timsort) merges them in linear time.
-        seen = np.sort(np.concatenate([seen, fresh]), kind="stable")
-    return seen // n, seen % n
+        keys = _distinct(low[useful] * n + high[useful])
+        yield keys // n, keys % n
 
 
 def _common_words(sets: Sketches, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How many words each pair shares: a merge of the two sorted hash lists in C, else hash
     tables in Arrow (number the words, then count each pair's distinct (pair, word) keys)."""
     if _has_extension():
-        return np.frombuffer(_simhash.common_words(sets.indptr.astype(np.int64).tobytes(), sets.hashes.tobytes(),
-                                                   a.astype(np.int64).tobytes(), b.astype(np.int64).tobytes()),
-                             dtype=np.int64)
+        return np.frombuffer(_simhash.common_words(sets.indptr.astype(np.int64, copy=False), sets.hashes,
+                                                   np.ascontiguousarray(a, dtype=np.int64),
+                                                   np.ascontiguousarray(b, dtype=np.int64)), dtype=np.int64)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -252,19 +264,39 @@ class Verified:
     jaccard: np.ndarray
     containment: np.ndarray
     cosine: np.ndarray        # NaN where the pair was not embedded
-    candidates: int
+    checked: int              # candidate pairs whose word sets were compared
     embedded: int
 
 
-def verify(sets: Sketches, left: np.ndarray, right: np.ndarray,
+def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
            embed: Callable[[np.ndarray], np.ndarray] | None, jaccard_cut: float = JACCARD,
            cosine_cut: float = COSINE) -> Verified:
     """Link candidate pairs at Jaccard >= `jaccard_cut`; send the grey zone below it (Jaccard >=
     GREY_FLOOR) to the cosine of their embeddings (`embed` maps item indices to normalised
-    vectors; None links lexically only). Containment is measured and recorded, not used."""
-    jaccard, containment = overlaps(sets, left, right)
-    lexical = jaccard >= jaccard_cut
-    grey = ~lexical & (jaccard >= GREY_FLOOR)
+    vectors; None links lexically only). Containment is measured and recorded, not used.
+    `batches` may repeat a pair (once per LSH band it shares): it is counted and kept once."""
+    n = len(sets.indptr) - 1
+    kept = np.zeros(0, dtype=np.int64)  # pair keys left * n + right of the close pairs, sorted
+    parts, checked = [], 0
+    for left, right in batches:
+        pairs = left * n + right
+        if len(kept):
+            pairs = pairs[kept[np.minimum(np.searchsorted(kept, pairs), len(kept) - 1)] != pairs]
+        jaccard, containment = overlaps(sets, pairs // n, pairs % n)
+        checked += len(pairs)
+        # The cuts are made here, in full precision; the scores are kept as float32 for the record.
+        lexical = jaccard >= jaccard_cut
+        close = lexical | (jaccard >= GREY_FLOOR)
+        parts.append((pairs[close], lexical[close], jaccard[close].astype(np.float32),
+                      containment[close].astype(np.float32)))
+        kept = np.sort(np.concatenate([kept, pairs[close]]), kind="stable")
+    del kept
+    pairs, lexical, jaccard, containment = ([np.concatenate(column) for column in zip(*parts)] if parts else
+                                            (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
+                                             np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)))
+    left, right = pairs // n, pairs % n
+    del pairs, parts
+    grey = ~lexical
     cosine = np.full(len(left), np.nan)
     embedded = 0
     if embed is not None and grey.any():
@@ -276,4 +308,4 @@ def verify(sets: Sketches, left: np.ndarray, right: np.ndarray,
     linked = lexical | (grey & (cosine >= cosine_cut))
     stage = np.where(lexical, "lexical", "semantic")[linked]
     return Verified(left[linked], right[linked], stage, jaccard[linked], containment[linked], cosine[linked],
-                    len(left), embedded)
+                    checked, embedded)

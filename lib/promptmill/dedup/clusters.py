@@ -112,17 +112,25 @@ def star(n: int, left: np.ndarray, right: np.ndarray, rank: np.ndarray, fixed: n
     node_fixed = np.zeros(nodes, dtype=bool)
     node_fixed[node[fixed]] = True
 
-    a, b = node[np.asarray(left, dtype=np.int64)], node[np.asarray(right, dtype=np.int64)]
-    link = np.flatnonzero(a != b)
-    ends = np.concatenate([a[link], b[link]])
-    partners = np.concatenate([b[link], a[link]])
-    links = np.concatenate([link, link])
-    order = np.lexsort((best[partners], ends))
-    ends, partners, links = ends[order], partners[order], links[order]
-    starts = np.searchsorted(ends, np.arange(nodes + 1))
+    # Each link in both directions, grouped by end and, within an end, best-ranked partner first;
+    # 32-bit indices where they fit, as millions of links are common.
+    index = np.int32 if max(nodes, len(left)) < 2**31 else np.int64
+    a, b = node[np.asarray(left, dtype=np.int64)].astype(index), node[np.asarray(right, dtype=np.int64)].astype(index)
+    link = np.flatnonzero(a != b).astype(index)
+    a, b = a[link], b[link]
+    place = np.empty(nodes, dtype=np.int64)
+    place[np.argsort(best, kind="stable")] = np.arange(nodes)
+    key = np.concatenate([a, b]).astype(np.int64) * nodes + place[np.concatenate([b, a])]
+    del place
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.searchsorted(key, np.arange(nodes + 1, dtype=np.int64) * nodes)
+    del key
+    partners, links = np.concatenate([b, a])[order], np.concatenate([link, link])[order]
+    del a, b, link, order
     center = np.arange(nodes)
     via = np.full(nodes, -1, dtype=np.int64)
-    linked = np.unique(ends)
+    linked = np.flatnonzero(np.diff(starts) > 0)
     # Memoryviews give Python ints one at a time: the loop holds no list of millions of them.
     partner_of, link_of, start_of = memoryview(partners), memoryview(links), memoryview(starts)
     best_of, is_fixed, claimed = memoryview(best), memoryview(node_fixed), bytearray(nodes)

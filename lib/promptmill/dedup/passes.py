@@ -243,15 +243,14 @@ def simhash_links(items: Items, features: str, k: int, values: np.ndarray | None
 def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None,
                   count: Callable[[str, int], None] = lambda name, n: None, **cuts) -> Links:
     """MinHash LSH candidates verified by word-set overlap, the grey zone by cosine (`embed`);
-    `count` hears how many candidate pairs were verified."""
+    `count` hears how many candidate pairs were checked."""
     import json
 
     from promptmill.dedup import cascade
 
     sets = cascade.sketches(items.texts)
-    left, right = cascade.candidates(sets.signatures, items.fixed, sets.sizes() > 0)
-    found = cascade.verify(sets, left, right, embed, **cuts)
-    count("cascade candidates", found.candidates)
+    found = cascade.verify(sets, cascade.candidates(sets, items.fixed), embed, **cuts)
+    count("cascade pairs checked", found.checked)
 
     def describe(links: np.ndarray) -> list[tuple[str, str, float, str]]:
         out = []
@@ -263,7 +262,7 @@ def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None
             text = f"{stage}: jaccard {jaccard:.3f}, containment {containment:.3f}"
             if scores["cosine"] is not None:
                 text += f", cosine {cosine:.3f}"
-            out.append((f"cascade:{stage}", text, cosine if stage == "semantic" else jaccard,
+            out.append((f"cascade:{stage}", text, cosine if stage == "semantic" else scores["jaccard"],
                         json.dumps(scores, sort_keys=True)))
         return out
 
