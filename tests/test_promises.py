@@ -152,6 +152,15 @@ def full_disk(limit_bytes: int):
     return apply
 
 
+def runs_and_prompts(db: Path) -> tuple[list[dict], list[tuple]]:
+    store = open_store(db)
+    try:
+        return (store.query("SELECT status, counts, error FROM runs ORDER BY id"),
+                store.execute("SELECT source_id, position, text FROM prompts ORDER BY id").fetchall())
+    finally:
+        store.close()
+
+
 def noise_image(path, side: int):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
@@ -180,14 +189,20 @@ def test_a_full_disk_while_storing_blobs_fails_the_run_in_one_line(tmp_path):
         store.close()
 
 
-def test_a_full_disk_while_writing_the_database_fails_the_run_in_one_line(tmp_path):
+@pytest.mark.parametrize("room", [500_000, 1_500_000])
+def test_a_full_disk_while_writing_the_database_fails_the_run_in_one_line(tmp_path, room):
     db = tmp_path / "db" / "promptmill.db"
     assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a cat"])).returncode == 0
     lines = [f"prompt number {i} of a long list, a painting of a harbour at dusk" for i in range(60_000)]
     result = run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, lines, "many.txt"),
-                        preexec_fn=full_disk(os.path.getsize(db) + 1_500_000), timeout=300)
-    # SQLite says "database or disk is full" or "disk I/O error", depending on which write hit the limit.
-    assert one_line_failure(result).startswith("error: database: ")
+                        preexec_fn=full_disk(os.path.getsize(db) + room), timeout=300)
+    # SQLite says "database or disk is full" or "disk I/O error", depending on which write hit the limit,
+    # and has rolled the transaction back itself.
+    line = one_line_failure(result)
+    assert line.startswith("error: database: ") and "disk" in line
+    runs, prompts = runs_and_prompts(db)
+    assert runs[-1]["status"] == "failed" and "disk" in runs[-1]["error"], runs
+    assert json.loads(runs[-1]["counts"]).get("prompts added", 0) == len(prompts) - 1
 
 
 READ_ONLY_COMMANDS = [("03_dedup", "report"), ("08_split", "report", "--method", "exact"), ("06_caption", "stats"),

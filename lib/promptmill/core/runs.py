@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from promptmill import __version__
-from promptmill.core.store import Store
+from promptmill.core.store import Store, rollback
 
 SECRET_OPTION = re.compile(r"(^|[-_])(key|token|secret|password|passwd|auth|credentials?)([-_]|$)", re.I)
 SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})")
@@ -201,8 +201,7 @@ class Run:
             signal.signal(signal.SIGTERM, self._old_term)
         if self._settle in self.store.settle_hooks:
             self.store.settle_hooks.remove(self._settle)
-        if self.store.conn.in_transaction:
-            self.store.execute("ROLLBACK")
+        rollback(self.store.conn)
         self.pending.clear()
         if exc_type is None:
             self.finish("ok")

@@ -44,13 +44,12 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             self._settle(False)
             raise
-        else:
-            self.conn.execute("COMMIT")
-            self._settle(True)
+        self._settle(True)
 
     def _settle(self, committed: bool):
         for hook in self.settle_hooks:
@@ -73,6 +72,13 @@ class Store:
 
     def close(self):
         self.conn.close()
+
+
+def rollback(conn: sqlite3.Connection):
+    """Roll back what is still open: after a full disk or an I/O error SQLite has already rolled the
+    transaction back, and a second ROLLBACK would replace the real error with "no transaction is active"."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 class BlobStore:
@@ -198,7 +204,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         done.append(version)
     return done
