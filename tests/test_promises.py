@@ -7,6 +7,7 @@ import io
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -152,6 +153,30 @@ def full_disk(limit_bytes: int):
     return apply
 
 
+def step_line(step: str, *args) -> str:
+    return shlex.join([sys.executable, str(paths.STEPS_DIR / f"{step}.py"), *map(str, args)])
+
+
+def in_private_mounts(tmp_path, setup: str, lines: list[str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Run each shell line as root in a private mount namespace after SETUP (its mounts vanish with it),
+    one result per line; skip where unshare or mount is not permitted."""
+    results = tmp_path / "results"
+    results.mkdir()
+    script = [f"{setup} || exit 97"] + [f"( {line} ) >{results}/{i}.out 2>{results}/{i}.err; echo $? >{results}/{i}.rc"
+                                         for i, line in enumerate(lines)]
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", "\n".join(script)], capture_output=True, text=True,
+                          env={**os.environ, "PROMPTMILL_PROGRESS": "0"}, timeout=timeout)
+    if done.returncode == 97 or not (results / "0.rc").exists():
+        pytest.skip(f"no private mounts here: {done.stderr.strip()}")
+    return [subprocess.CompletedProcess(line, int((results / f"{i}.rc").read_text()), (results / f"{i}.out").read_text(),
+                                        (results / f"{i}.err").read_text()) for i, line in enumerate(lines)]
+
+
+def copy_of(db: Path, to: Path) -> str:
+    """A shell line that copies DB with its -wal and -shm into TO (a snapshot to open after the namespace)."""
+    return f"mkdir -p {to} && cp {db} {db}-* {to}/"
+
+
 def runs_and_prompts(db: Path) -> tuple[list[dict], list[tuple]]:
     store = open_store(db)
     try:
@@ -203,6 +228,39 @@ def test_a_full_disk_while_writing_the_database_fails_the_run_in_one_line(tmp_pa
     runs, prompts = runs_and_prompts(db)
     assert runs[-1]["status"] == "failed" and "disk" in runs[-1]["error"], runs
     assert json.loads(runs[-1]["counts"]).get("prompts added", 0) == len(prompts) - 1
+
+
+@pytest.mark.parametrize("room", ["some", "none"])
+def test_a_real_full_disk_fails_the_run_with_its_reason_and_a_rerun_completes_it(tmp_path, room):
+    """A 6 MB tmpfs: the import fills it mid-way, or (room none) the disk is full from its first batch, when
+    the status write fits only in the space the reserve beside the database held back."""
+    disk, saved = tmp_path / "disk", tmp_path / "saved"
+    db = disk / "promptmill.db"
+    one = write_prompts(tmp_path, ["a cat"])
+    many = write_prompts(tmp_path, [f"prompt number {i} of a long list, a painting of a harbour at dusk"
+                                    for i in range(60_000)], "many.txt")
+    fill = f"dd if=/dev/zero of={disk}/filler bs=1k count=$(( $(df -k --output=avail {disk} | tail -1) - 48 ))"
+    results = in_private_mounts(tmp_path, f"mkdir {disk} && mount -t tmpfs -o size=6m tmpfs {disk}", [
+        step_line("01_collect", "text", "--db", db, one),
+        fill if room == "none" else "true",
+        step_line("01_collect", "text", "--db", db, many),
+        copy_of(db, saved / "failed"),
+        f"rm -f {disk}/filler && mount -o remount,size=64m {disk}",
+        step_line("01_collect", "text", "--db", db, many),
+        copy_of(db, saved / "after"),
+    ])
+    assert [r.returncode for r in results[:2]] == [0, 0], results
+    assert "disk" in one_line_failure(results[2])
+    runs, prompts = runs_and_prompts(saved / "failed" / "promptmill.db")
+    assert runs[-1]["status"] == "failed" and "disk" in runs[-1]["error"], runs
+    assert json.loads(runs[-1]["counts"]).get("prompts added", 0) == len(prompts) - 1
+    assert results[5].returncode == 0, results[5].stderr
+    runs, prompts = runs_and_prompts(saved / "after" / "promptmill.db")
+    assert [run["status"] for run in runs] == ["ok", "failed", "ok"]
+    reference = tmp_path / "reference" / "promptmill.db"
+    for path in (one, many):
+        assert run_script("01_collect", "text", "--db", reference, path).returncode == 0
+    assert prompts == runs_and_prompts(reference)[1]
 
 
 READ_ONLY_COMMANDS = [("03_dedup", "report"), ("08_split", "report", "--method", "exact"), ("06_caption", "stats"),

@@ -2,7 +2,9 @@
 
 A run starts as ``running`` and ends ``ok``, ``failed`` or ``interrupted``
 (SIGINT/SIGTERM). A run left ``running`` by a SIGKILL is marked
-``interrupted`` by the next run that opens the database and finds its process gone.
+``interrupted`` by the next run that opens the database and finds its process gone;
+one that filled the disk and could not record its end left a note in the store's
+reserve, and the next run records that instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -123,20 +126,31 @@ def pid_alive(pid: int) -> bool:
 
 
 def mark_abandoned_runs(store: Store) -> int:
-    """Runs still 'running' whose process on this host is gone were killed: say so."""
+    """Runs still 'running' whose process on this host is gone were killed: say so; or, where the run
+    left a note of how it ended because the disk was too full to record it, record that."""
     host = socket.gethostname()
     stale = [
         row["id"] for row in store.query("SELECT id, pid, host FROM runs WHERE status = 'running'")
         if row["host"] == host and row["pid"] and not pid_alive(row["pid"])
     ]
+    notes = {note.get("run"): note for note in store.reserve.notes()}
     if stale:
         with store.transaction():
             store.conn.executemany(
-                "UPDATE runs SET status = 'interrupted', error = 'process ended without finishing "
-                "(killed)' WHERE id = ? AND status = 'running'",
-                [(run_id,) for run_id in stale],
+                "UPDATE runs SET status = ?, finished_at = ?, counts = coalesce(?, counts), error = ? "
+                "WHERE id = ? AND status = 'running'",
+                [(*_end_values(notes.get(run_id)), run_id) for run_id in stale],
             )
+    if notes:
+        running = {row["id"] for row in store.query("SELECT id FROM runs WHERE status = 'running'")}
+        store.reserve.forget(lambda note: note.get("run") in running)
     return len(stale)
+
+
+def _end_values(note: dict | None) -> tuple:
+    if note is None:
+        return "interrupted", None, None, "process ended without finishing (killed)"
+    return note["status"], note["finished_at"], note["counts"], note["error"]
 
 
 class Interrupted(Exception):
@@ -190,6 +204,16 @@ class Run:
                 (status, now(), json.dumps(dict(self.counts), sort_keys=True), error, self.id),
             )
 
+    def end(self, status: str, error: str | None = None):
+        """Record how the run ended. When the disk is too full for that, note the end in the reserve beside
+        the database, which frees its space, and try again; the next run records the note if this fails."""
+        try:
+            self.finish(status, error)
+        except (sqlite3.Error, OSError):
+            self.store.reserve.release({"run": self.id, "status": status, "finished_at": now(), "error": error,
+                                        "counts": json.dumps(dict(self.counts), sort_keys=True)})
+            self.finish(status, error)
+
     def __enter__(self):
         self._old_term = signal.getsignal(signal.SIGTERM)
         with contextlib.suppress(ValueError):  # not in the main thread
@@ -204,11 +228,14 @@ class Run:
         rollback(self.store.conn)
         self.pending.clear()
         if exc_type is None:
-            self.finish("ok")
-        elif issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
-            self.finish("interrupted", f"{exc_type.__name__}: stopped by signal")
+            self.end("ok")
+            return False
+        if issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
+            status, error = "interrupted", f"{exc_type.__name__}: stopped by signal"
         else:
-            self.finish("failed", f"{exc_type.__name__}: {exc}")
+            status, error = "failed", f"{exc_type.__name__}: {exc}"
+        with contextlib.suppress(sqlite3.Error, OSError):  # the run's own error is the one to report
+            self.end(status, error)
         return False
 
 

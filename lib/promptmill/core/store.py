@@ -9,7 +9,9 @@ IMMEDIATE``) so several steps can write to one WAL database at once.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import sqlite3
 import tempfile
@@ -20,6 +22,8 @@ from promptmill.core.errors import BadInput, PromptmillError
 
 DEFAULT_DB = "db/promptmill.db"
 BUSY_TIMEOUT_MS = 60_000
+RESERVE_BYTES = 1 << 20  # room for the last status write of a run that filled the disk
+NOTE_BYTES = 4096  # the reserve's first block, where notes live
 
 
 def default_db_path() -> str:
@@ -33,6 +37,7 @@ class Store:
         self.path = Path(path)
         self.conn = conn
         self.blobs = BlobStore(self.path.parent / "blobs")
+        self.reserve = Reserve(self.path)
         self.settle_hooks: list = []  # called with True after a commit, False after a rollback
 
     @contextlib.contextmanager
@@ -79,6 +84,60 @@ def rollback(conn: sqlite3.Connection):
     transaction back, and a second ROLLBACK would replace the real error with "no transaction is active"."""
     if conn.in_transaction:
         conn.execute("ROLLBACK")
+
+
+class Reserve:
+    """``<db>-reserve``: disk space held back so that a run that fills the disk can still record how it
+    ended. Releasing it keeps a note of that end in its first block, overwritten in place (no growth),
+    for the next run to record in case even the freed space was not enough (a per-file size limit)."""
+
+    def __init__(self, db_path: Path):
+        self.path = Path(f"{db_path}-reserve")
+
+    def fill(self):
+        """Grow back to full size after the notes; best effort: a full or read-only disk goes without."""
+        with contextlib.suppress(OSError), open(self.path, "ab") as fh:
+            fh.write(bytes(max(0, RESERVE_BYTES - fh.tell())))
+
+    def release(self, note: dict):
+        """Free the space, keeping NOTE (with the notes before it) in the first block."""
+        with contextlib.suppress(OSError), self._locked() as fh:
+            self._write(fh, [*self._read(fh), note])
+            fh.truncate(NOTE_BYTES)
+
+    def notes(self) -> list[dict]:
+        with contextlib.suppress(OSError), open(self.path, "rb") as fh:
+            return self._read(fh)
+        return []
+
+    def forget(self, keep):
+        """Drop the notes for which KEEP(note) is false."""
+        with contextlib.suppress(OSError), self._locked() as fh:
+            self._write(fh, [note for note in self._read(fh) if keep(note)])
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield fh
+
+    @staticmethod
+    def _read(fh) -> list[dict]:
+        fh.seek(0)
+        text = fh.read(NOTE_BYTES).split(b"\0", 1)[0].decode(errors="replace")
+        notes = []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                notes.append(json.loads(line))
+        return notes
+
+    @staticmethod
+    def _write(fh, notes: list[dict]):
+        lines = [json.dumps(note).encode() + b"\n" for note in notes]
+        while sum(map(len, lines)) > NOTE_BYTES:  # the newest notes matter
+            lines.pop(0)
+        fh.seek(0)
+        fh.write(b"".join(lines).ljust(NOTE_BYTES, b"\0"))
 
 
 class BlobStore:
@@ -134,7 +193,9 @@ def open_store(path: str | os.PathLike | None = None) -> Store:
         raise PromptmillError(f"can't open the database {path}: {exc}") from None
     except OSError as exc:
         raise PromptmillError(f"can't open the database {path}: {exc.strerror or exc}") from None
-    return Store(path, conn)
+    store = Store(path, conn)
+    store.reserve.fill()
+    return store
 
 
 def open_readonly(path: str | os.PathLike | None = None) -> Store:
