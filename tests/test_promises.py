@@ -311,6 +311,81 @@ def test_a_read_only_database_is_read_and_never_written(frozen, tmp_path, folder
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
 
 
+BROWSE_RELEASES = """
+import socket, subprocess, sys, time, urllib.request
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+server = subprocess.Popen([sys.executable, "-m", "promptmill", "browse", "--db", sys.argv[1], "--port", str(port)],
+                          stdout=subprocess.DEVNULL)
+try:
+    for _ in range(300):
+        try:
+            print(urllib.request.urlopen(f"http://127.0.0.1:{port}/promptmill/releases.json?_shape=array").read().decode())
+            break
+        except OSError:
+            if server.poll() is not None:
+                sys.exit(server.returncode)
+            time.sleep(0.2)
+finally:
+    server.terminate()
+    server.wait()
+"""
+
+
+def leave_wal_open(db: Path, *steps):
+    """Run STEPS while another process holds the database open, then SIGKILL that one: what the steps wrote
+    stays in <db>-wal, indexed by <db>-shm, as after a crash."""
+    holder = subprocess.Popen([sys.executable, "-c", f"import sqlite3, sys, time; sqlite3.connect({str(db)!r})"
+                               ".execute('SELECT count(*) FROM runs').fetchall(); print(flush=True); time.sleep(300)"],
+                              stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()
+    try:
+        for step in steps:
+            assert run_script(*step).returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("wal", ["none", "with-shm", "without-shm"])
+def test_a_database_on_a_read_only_mount_is_read_and_never_written(frozen, tmp_path, wal):
+    """A read-only bind mount of the database folder: a closed database, one whose WAL a crash left with its
+    index (read as it is, WAL included), and one whose WAL lost its index (refused, never read stale)."""
+    db, _ = frozen
+    last = "#1"
+    if wal != "none":
+        leave_wal_open(db, ("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a fox"], "fox.txt")),
+                       ("09_upload", "prompts", tmp_path / "out2", "--db", db))
+        assert db.with_name(f"{db.name}-wal").stat().st_size and db.with_name(f"{db.name}-shm").exists()
+        last = "#2"
+    if wal == "without-shm":
+        db.with_name(f"{db.name}-shm").unlink()
+    before = folder_digest(db.parent)
+    folder = db.parent
+    commands = [*READ_ONLY_COMMANDS, ("09_upload", "diff", "#1", last)]
+    results = in_private_mounts(tmp_path, f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}", [
+        *(step_line(*command, "--db", db) for command in commands),
+        shlex.join([sys.executable, "-c", BROWSE_RELEASES, str(db)]),
+        step_line("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a hen"], "hen.txt")),
+    ])
+    *reads, browse, write = results
+    if wal == "without-shm":
+        for result in [*reads, browse]:
+            assert "-shm" in one_line_failure(result), result.args
+    else:
+        for command, result in zip(commands, reads):
+            assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert ("1 added" in reads[-1].stdout) == (wal == "with-shm")
+        assert [release["id"] for release in json.loads(browse.stdout)] == ([1, 2] if last == "#2" else [1])
+    one_line_failure(write)
+    assert folder_digest(db.parent) == before
+
+
 # --- inputs that must not reach what they shouldn't ----------------------------------------------------
 
 

@@ -205,17 +205,28 @@ def open_readonly(path: str | os.PathLike | None = None) -> Store:
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    """mode=ro, or immutable where not even the WAL index may be written (a read-only mount, chattr +i);
-    BadInput when the file is not a promptmill database."""
+    return sqlite3.connect(readonly_uri(path), uri=True, check_same_thread=False)
+
+
+def readonly_uri(path: Path) -> str:
+    """The URI that reads PATH: mode=ro, or immutable where not even the WAL index may be written (a
+    read-only mount, chattr +i); BadInput when the file is not a promptmill database. Immutable skips the
+    WAL, so a WAL with changes and no index to read it by is refused rather than read stale."""
     uri = path.resolve().as_uri()
     for flags in ("mode=ro", "mode=ro&immutable=1"):
-        conn = sqlite3.connect(f"{uri}?{flags}", uri=True, check_same_thread=False)
+        wal = Path(f"{path}-wal")
+        if "immutable" in flags and wal.is_file() and wal.stat().st_size:
+            raise PromptmillError(f"can't read {path}: {wal.name} holds changes that only a {path.name}-shm "
+                                  "beside it would let us read, and the folder is read-only; open it once "
+                                  "where it can be written")
+        conn = sqlite3.connect(f"{uri}?{flags}", uri=True)
         try:
             conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
-            return conn
+            return f"{uri}?{flags}"
         except sqlite3.DatabaseError as exc:
-            conn.close()
             reason = exc
+        finally:
+            conn.close()
     raise BadInput(f"{path} is not a promptmill database ({reason})")
 
 
@@ -225,7 +236,7 @@ def require_database(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no database at {path}")
-    connect_readonly(path).close()
+    readonly_uri(path)
     return path
 
 
