@@ -7,6 +7,7 @@ import io
 import json
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -259,6 +260,39 @@ def full_disk(limit_bytes: int):
     return apply
 
 
+def step_line(step: str, *args) -> str:
+    return shlex.join([sys.executable, str(paths.STEPS_DIR / f"{step}.py"), *map(str, args)])
+
+
+def in_private_mounts(tmp_path, setup: str, lines: list[str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Run each shell line as root in a private mount namespace after SETUP (its mounts vanish with it),
+    one result per line; skip where unshare or mount is not permitted."""
+    results = tmp_path / "results"
+    results.mkdir()
+    script = [f"{setup} || exit 97"] + [f"( {line} ) >{results}/{i}.out 2>{results}/{i}.err; echo $? >{results}/{i}.rc"
+                                         for i, line in enumerate(lines)]
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", "\n".join(script)], capture_output=True, text=True,
+                          env={**os.environ, "PROMPTMILL_PROGRESS": "0"}, timeout=timeout)
+    if done.returncode == 97 or not (results / "0.rc").exists():
+        pytest.skip(f"no private mounts here: {done.stderr.strip()}")
+    return [subprocess.CompletedProcess(line, int((results / f"{i}.rc").read_text()), (results / f"{i}.out").read_text(),
+                                        (results / f"{i}.err").read_text()) for i, line in enumerate(lines)]
+
+
+def copy_of(db: Path, to: Path) -> str:
+    """A shell line that copies DB with its -wal and -shm into TO (a snapshot to open after the namespace)."""
+    return f"mkdir -p {to} && cp {db} {db}-* {to}/"
+
+
+def runs_and_prompts(db: Path) -> tuple[list[dict], list[tuple]]:
+    store = open_store(db)
+    try:
+        return (store.query("SELECT status, counts, error FROM runs ORDER BY id"),
+                store.execute("SELECT source_id, position, text FROM prompts ORDER BY id").fetchall())
+    finally:
+        store.close()
+
+
 def noise_image(path, side: int):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
@@ -287,14 +321,53 @@ def test_a_full_disk_while_storing_blobs_fails_the_run_in_one_line(tmp_path):
         store.close()
 
 
-def test_a_full_disk_while_writing_the_database_fails_the_run_in_one_line(tmp_path):
+@pytest.mark.parametrize("room", [500_000, 1_500_000])
+def test_a_full_disk_while_writing_the_database_fails_the_run_in_one_line(tmp_path, room):
     db = tmp_path / "db" / "promptmill.db"
     assert run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a cat"])).returncode == 0
     lines = [f"prompt number {i} of a long list, a painting of a harbour at dusk" for i in range(60_000)]
     result = run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, lines, "many.txt"),
-                        preexec_fn=full_disk(os.path.getsize(db) + 1_500_000), timeout=300)
-    # SQLite says "database or disk is full" or "disk I/O error", depending on which write hit the limit.
-    assert one_line_failure(result).startswith("error: database: ")
+                        preexec_fn=full_disk(os.path.getsize(db) + room), timeout=300)
+    # SQLite says "database or disk is full" or "disk I/O error", depending on which write hit the limit,
+    # and has rolled the transaction back itself.
+    line = one_line_failure(result)
+    assert line.startswith("error: database: ") and "disk" in line
+    runs, prompts = runs_and_prompts(db)
+    assert runs[-1]["status"] == "failed" and "disk" in runs[-1]["error"], runs
+    assert json.loads(runs[-1]["counts"]).get("prompts added", 0) == len(prompts) - 1
+
+
+@pytest.mark.parametrize("room", ["some", "none"])
+def test_a_real_full_disk_fails_the_run_with_its_reason_and_a_rerun_completes_it(tmp_path, room):
+    """A 6 MB tmpfs: the import fills it mid-way, or (room none) the disk is full from its first batch, when
+    the status write fits only in the space the reserve beside the database held back."""
+    disk, saved = tmp_path / "disk", tmp_path / "saved"
+    db = disk / "promptmill.db"
+    one = write_prompts(tmp_path, ["a cat"])
+    many = write_prompts(tmp_path, [f"prompt number {i} of a long list, a painting of a harbour at dusk"
+                                    for i in range(60_000)], "many.txt")
+    fill = f"dd if=/dev/zero of={disk}/filler bs=1k count=$(( $(df -k --output=avail {disk} | tail -1) - 48 ))"
+    results = in_private_mounts(tmp_path, f"mkdir {disk} && mount -t tmpfs -o size=6m tmpfs {disk}", [
+        step_line("01_collect", "text", "--db", db, one),
+        fill if room == "none" else "true",
+        step_line("01_collect", "text", "--db", db, many),
+        copy_of(db, saved / "failed"),
+        f"rm -f {disk}/filler && mount -o remount,size=64m {disk}",
+        step_line("01_collect", "text", "--db", db, many),
+        copy_of(db, saved / "after"),
+    ])
+    assert [r.returncode for r in results[:2]] == [0, 0], results
+    assert "disk" in one_line_failure(results[2])
+    runs, prompts = runs_and_prompts(saved / "failed" / "promptmill.db")
+    assert runs[-1]["status"] == "failed" and "disk" in runs[-1]["error"], runs
+    assert json.loads(runs[-1]["counts"]).get("prompts added", 0) == len(prompts) - 1
+    assert results[5].returncode == 0, results[5].stderr
+    runs, prompts = runs_and_prompts(saved / "after" / "promptmill.db")
+    assert [run["status"] for run in runs] == ["ok", "failed", "ok"]
+    reference = tmp_path / "reference" / "promptmill.db"
+    for path in (one, many):
+        assert run_script("01_collect", "text", "--db", reference, path).returncode == 0
+    assert prompts == runs_and_prompts(reference)[1]
 
 
 READ_ONLY_COMMANDS = [("03_dedup", "report"), ("08_split", "report", "--method", "exact"), ("06_caption", "stats"),
@@ -343,6 +416,81 @@ def test_a_read_only_database_is_read_and_never_written(frozen, tmp_path, folder
     assert "1 added" not in run_script("09_upload", "diff", "#1", "#1", "--db", db).stdout
     one_line_failure(run_script("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a fox"], "more.txt")))
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+BROWSE_RELEASES = """
+import socket, subprocess, sys, time, urllib.request
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+server = subprocess.Popen([sys.executable, "-m", "promptmill", "browse", "--db", sys.argv[1], "--port", str(port)],
+                          stdout=subprocess.DEVNULL)
+try:
+    for _ in range(300):
+        try:
+            print(urllib.request.urlopen(f"http://127.0.0.1:{port}/promptmill/releases.json?_shape=array").read().decode())
+            break
+        except OSError:
+            if server.poll() is not None:
+                sys.exit(server.returncode)
+            time.sleep(0.2)
+finally:
+    server.terminate()
+    server.wait()
+"""
+
+
+def leave_wal_open(db: Path, *steps):
+    """Run STEPS while another process holds the database open, then SIGKILL that one: what the steps wrote
+    stays in <db>-wal, indexed by <db>-shm, as after a crash."""
+    holder = subprocess.Popen([sys.executable, "-c", f"import sqlite3, sys, time; sqlite3.connect({str(db)!r})"
+                               ".execute('SELECT count(*) FROM runs').fetchall(); print(flush=True); time.sleep(300)"],
+                              stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()
+    try:
+        for step in steps:
+            assert run_script(*step).returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("wal", ["none", "with-shm", "without-shm"])
+def test_a_database_on_a_read_only_mount_is_read_and_never_written(frozen, tmp_path, wal):
+    """A read-only bind mount of the database folder: a closed database, one whose WAL a crash left with its
+    index (read as it is, WAL included), and one whose WAL lost its index (refused, never read stale)."""
+    db, _ = frozen
+    last = "#1"
+    if wal != "none":
+        leave_wal_open(db, ("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a fox"], "fox.txt")),
+                       ("09_upload", "prompts", tmp_path / "out2", "--db", db))
+        assert db.with_name(f"{db.name}-wal").stat().st_size and db.with_name(f"{db.name}-shm").exists()
+        last = "#2"
+    if wal == "without-shm":
+        db.with_name(f"{db.name}-shm").unlink()
+    before = folder_digest(db.parent)
+    folder = db.parent
+    commands = [*READ_ONLY_COMMANDS, ("09_upload", "diff", "#1", last)]
+    results = in_private_mounts(tmp_path, f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}", [
+        *(step_line(*command, "--db", db) for command in commands),
+        shlex.join([sys.executable, "-c", BROWSE_RELEASES, str(db)]),
+        step_line("01_collect", "text", "--db", db, write_prompts(tmp_path, ["a hen"], "hen.txt")),
+    ])
+    *reads, browse, write = results
+    if wal == "without-shm":
+        for result in [*reads, browse]:
+            assert "-shm" in one_line_failure(result), result.args
+    else:
+        for command, result in zip(commands, reads):
+            assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert ("1 added" in reads[-1].stdout) == (wal == "with-shm")
+        assert [release["id"] for release in json.loads(browse.stdout)] == ([1, 2] if last == "#2" else [1])
+    one_line_failure(write)
+    assert folder_digest(db.parent) == before
 
 
 # --- inputs that must not reach what they shouldn't ----------------------------------------------------

@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 from promptmill.core.runs import redact_argv, start_run
-from promptmill.core.store import migration_files, open_store
+from promptmill.core.store import RESERVE_BYTES, migration_files, open_store
 
 
 def test_open_applies_every_migration_once(db_path):
@@ -136,3 +136,29 @@ def test_the_state_views_and_the_kept_queries_are_one_rule(store, run):
     image_view = {row["image_id"]: row["state"] for row in store.query("SELECT * FROM image_state")}
     assert {i for i, state in image_view.items() if state == "keep"} == {row[0] for row in kept_images(store)}
     assert image_view == {images[0]: "drop", images[1]: "keep", images[2]: "keep", images[3]: "keep"}
+
+
+def test_a_run_whose_end_finds_no_room_even_in_the_reserve_is_recorded_by_the_next_run(db_path):
+    code = textwrap.dedent(f"""
+        import sqlite3
+        from promptmill.core.store import open_store
+        from promptmill.core.runs import Run, start_run
+        def no_room(self, status, error=None):
+            raise sqlite3.OperationalError("database or disk is full")
+        store = open_store({str(db_path)!r})
+        run = start_run(store, "01_collect", "text", {{}}, argv=[])
+        Run.finish = no_room
+        with run:
+            run.add("prompts added", 2)
+            raise sqlite3.OperationalError("database or disk is full")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "OperationalError: database or disk is full" in proc.stderr
+    store = open_store(db_path)
+    assert store.scalar("SELECT status FROM runs") == "running"
+    with start_run(store, "02_clean", "prompts", {}, argv=[]):
+        pass
+    first = store.query("SELECT status, error, counts, finished_at FROM runs ORDER BY id")[0]
+    assert first["status"] == "failed" and first["error"] == "OperationalError: database or disk is full"
+    assert json.loads(first["counts"]) == {"prompts added": 2} and first["finished_at"]
+    assert store.reserve.notes() == [] and store.reserve.path.stat().st_size == RESERVE_BYTES

@@ -4,6 +4,8 @@ A run starts as ``running`` and ends ``ok``, ``failed`` or ``interrupted``
 (SIGINT/SIGTERM). A run left ``running`` by a SIGKILL is marked
 ``interrupted`` by the next run that opens the database and finds its process gone,
 or, on another host, by the run that takes over a paid-call claim whose lease ran out.
+One that filled the disk and could not record its end left a note in the store's
+reserve, and the next run records that instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -22,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from promptmill import __version__
-from promptmill.core.store import Store
+from promptmill.core.store import Store, rollback
 
 SECRET_OPTION = re.compile(r"(^|[-_])(key|token|secret|password|passwd|auth|credentials?)([-_]|$)", re.I)
 SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})")
@@ -125,19 +128,24 @@ def pid_alive(pid: int) -> bool:
 
 
 def mark_abandoned_runs(store: Store) -> int:
-    """Runs still 'running' whose process on this host is gone were killed: say so."""
+    """Runs still 'running' whose process on this host is gone were killed: say so; or, where the run
+    left a note of how it ended because the disk was too full to record it, record that."""
     host = socket.gethostname()
     stale = [
         row["id"] for row in store.query("SELECT id, pid, host FROM runs WHERE status = 'running'")
         if row["host"] == host and row["pid"] and not pid_alive(row["pid"])
     ]
+    notes = {note.get("run"): note for note in store.reserve.notes()}
     if stale:
         with store.transaction():
             store.conn.executemany(
-                "UPDATE runs SET status = 'interrupted', error = 'process ended without finishing "
-                "(killed)' WHERE id = ? AND status = 'running'",
-                [(run_id,) for run_id in stale],
+                "UPDATE runs SET status = ?, finished_at = ?, counts = coalesce(?, counts), error = ? "
+                "WHERE id = ? AND status = 'running'",
+                [(*_end_values(notes.get(run_id)), run_id) for run_id in stale],
             )
+    if notes:
+        running = {row["id"] for row in store.query("SELECT id FROM runs WHERE status = 'running'")}
+        store.reserve.forget(lambda note: note.get("run") in running)
     return len(stale)
 
 
@@ -147,6 +155,12 @@ def mark_lease_lapsed(conn, claim: dict):
     conn.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE id = ? AND status = 'running'",
                  (f"no heartbeat from host {claim['host']}: its claim lease ran out at {claim['lease_until']}",
                   claim["run_id"]))
+
+
+def _end_values(note: dict | None) -> tuple:
+    if note is None:
+        return "interrupted", None, None, "process ended without finishing (killed)"
+    return note["status"], note["finished_at"], note["counts"], note["error"]
 
 
 class Interrupted(Exception):
@@ -207,6 +221,16 @@ class Run:
                 (status, now(), json.dumps(dict(self.counts), sort_keys=True), error, self.id),
             )
 
+    def end(self, status: str, error: str | None = None):
+        """Record how the run ended. When the disk is too full for that, note the end in the reserve beside
+        the database, which frees its space, and try again; the next run records the note if this fails."""
+        try:
+            self.finish(status, error)
+        except (sqlite3.Error, OSError):
+            self.store.reserve.release({"run": self.id, "status": status, "finished_at": now(), "error": error,
+                                        "counts": json.dumps(dict(self.counts), sort_keys=True)})
+            self.finish(status, error)
+
     def __enter__(self):
         self._old_term = signal.getsignal(signal.SIGTERM)
         with contextlib.suppress(ValueError):  # not in the main thread
@@ -218,15 +242,17 @@ class Run:
             signal.signal(signal.SIGTERM, self._old_term)
         if self._settle in self.store.settle_hooks:
             self.store.settle_hooks.remove(self._settle)
-        if self.store.conn.in_transaction:
-            self.store.execute("ROLLBACK")
+        rollback(self.store.conn)
         self.pending.clear()
         if exc_type is None:
-            self.finish("ok")
-        elif issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
-            self.finish("interrupted", f"{exc_type.__name__}: stopped by signal")
+            self.end("ok")
+            return False
+        if issubclass(exc_type, (KeyboardInterrupt, Interrupted)):
+            status, error = "interrupted", f"{exc_type.__name__}: stopped by signal"
         else:
-            self.finish("failed", f"{exc_type.__name__}: {exc}")
+            status, error = "failed", f"{exc_type.__name__}: {exc}"
+        with contextlib.suppress(sqlite3.Error, OSError):  # the run's own error is the one to report
+            self.end(status, error)
         return False
 
 

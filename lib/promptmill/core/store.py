@@ -9,7 +9,9 @@ IMMEDIATE``) so several steps can write to one WAL database at once.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import sqlite3
 import tempfile
@@ -20,6 +22,8 @@ from promptmill.core.errors import BadInput, PromptmillError
 
 DEFAULT_DB = "db/promptmill.db"
 BUSY_TIMEOUT_MS = 60_000
+RESERVE_BYTES = 1 << 20  # room for the last status write of a run that filled the disk
+NOTE_BYTES = 4096  # the reserve's first block, where notes live
 
 
 def default_db_path() -> str:
@@ -33,6 +37,7 @@ class Store:
         self.path = Path(path)
         self.conn = conn
         self.blobs = BlobStore(self.path.parent / "blobs")
+        self.reserve = Reserve(self.path)
         self.settle_hooks: list = []  # called with True after a commit, False after a rollback
 
     @contextlib.contextmanager
@@ -44,13 +49,12 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             self._settle(False)
             raise
-        else:
-            self.conn.execute("COMMIT")
-            self._settle(True)
+        self._settle(True)
 
     def _settle(self, committed: bool):
         for hook in self.settle_hooks:
@@ -73,6 +77,67 @@ class Store:
 
     def close(self):
         self.conn.close()
+
+
+def rollback(conn: sqlite3.Connection):
+    """Roll back what is still open: after a full disk or an I/O error SQLite has already rolled the
+    transaction back, and a second ROLLBACK would replace the real error with "no transaction is active"."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+class Reserve:
+    """``<db>-reserve``: disk space held back so that a run that fills the disk can still record how it
+    ended. Releasing it keeps a note of that end in its first block, overwritten in place (no growth),
+    for the next run to record in case even the freed space was not enough (a per-file size limit)."""
+
+    def __init__(self, db_path: Path):
+        self.path = Path(f"{db_path}-reserve")
+
+    def fill(self):
+        """Grow back to full size after the notes; best effort: a full or read-only disk goes without."""
+        with contextlib.suppress(OSError), open(self.path, "ab") as fh:
+            fh.write(bytes(max(0, RESERVE_BYTES - fh.tell())))
+
+    def release(self, note: dict):
+        """Free the space, keeping NOTE (with the notes before it) in the first block."""
+        with contextlib.suppress(OSError), self._locked() as fh:
+            self._write(fh, [*self._read(fh), note])
+            fh.truncate(NOTE_BYTES)
+
+    def notes(self) -> list[dict]:
+        with contextlib.suppress(OSError), open(self.path, "rb") as fh:
+            return self._read(fh)
+        return []
+
+    def forget(self, keep):
+        """Drop the notes for which KEEP(note) is false."""
+        with contextlib.suppress(OSError), self._locked() as fh:
+            self._write(fh, [note for note in self._read(fh) if keep(note)])
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield fh
+
+    @staticmethod
+    def _read(fh) -> list[dict]:
+        fh.seek(0)
+        text = fh.read(NOTE_BYTES).split(b"\0", 1)[0].decode(errors="replace")
+        notes = []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                notes.append(json.loads(line))
+        return notes
+
+    @staticmethod
+    def _write(fh, notes: list[dict]):
+        lines = [json.dumps(note).encode() + b"\n" for note in notes]
+        while sum(map(len, lines)) > NOTE_BYTES:  # the newest notes matter
+            lines.pop(0)
+        fh.seek(0)
+        fh.write(b"".join(lines).ljust(NOTE_BYTES, b"\0"))
 
 
 class BlobStore:
@@ -128,7 +193,9 @@ def open_store(path: str | os.PathLike | None = None) -> Store:
         raise PromptmillError(f"can't open the database {path}: {exc}") from None
     except OSError as exc:
         raise PromptmillError(f"can't open the database {path}: {exc.strerror or exc}") from None
-    return Store(path, conn)
+    store = Store(path, conn)
+    store.reserve.fill()
+    return store
 
 
 def open_readonly(path: str | os.PathLike | None = None) -> Store:
@@ -138,17 +205,28 @@ def open_readonly(path: str | os.PathLike | None = None) -> Store:
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    """mode=ro, or immutable where not even the WAL index may be written (a read-only mount, chattr +i);
-    BadInput when the file is not a promptmill database."""
+    return sqlite3.connect(readonly_uri(path), uri=True, check_same_thread=False)
+
+
+def readonly_uri(path: Path) -> str:
+    """The URI that reads PATH: mode=ro, or immutable where not even the WAL index may be written (a
+    read-only mount, chattr +i); BadInput when the file is not a promptmill database. Immutable skips the
+    WAL, so a WAL with changes and no index to read it by is refused rather than read stale."""
     uri = path.resolve().as_uri()
     for flags in ("mode=ro", "mode=ro&immutable=1"):
-        conn = sqlite3.connect(f"{uri}?{flags}", uri=True, check_same_thread=False)
+        wal = Path(f"{path}-wal")
+        if "immutable" in flags and wal.is_file() and wal.stat().st_size:
+            raise PromptmillError(f"can't read {path}: {wal.name} holds changes that only a {path.name}-shm "
+                                  "beside it would let us read, and the folder is read-only; open it once "
+                                  "where it can be written")
+        conn = sqlite3.connect(f"{uri}?{flags}", uri=True)
         try:
             conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
-            return conn
+            return f"{uri}?{flags}"
         except sqlite3.DatabaseError as exc:
-            conn.close()
             reason = exc
+        finally:
+            conn.close()
     raise BadInput(f"{path} is not a promptmill database ({reason})")
 
 
@@ -158,7 +236,7 @@ def require_database(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no database at {path}")
-    connect_readonly(path).close()
+    readonly_uri(path)
     return path
 
 
@@ -198,7 +276,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         done.append(version)
     return done

@@ -11,7 +11,7 @@ import click
 
 from promptmill.cli import CONTEXT_SETTINGS, db_option
 from promptmill.core.runs import now
-from promptmill.core.store import open_store, require_database
+from promptmill.core.store import open_store, readonly_uri, require_database
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -29,13 +29,15 @@ def cli(db_path, port, open_browser, review):
     is a run (step review) whose keep/drop/edit actions are appended rows.
     """
     path = Path(db_path)
-    require_database(path)
+    # Where not even the WAL index may be written (a read-only mount), Datasette must open it immutable.
+    immutable = readonly_uri(require_database(path)).endswith("immutable=1")
     env = dict(os.environ)
     env.pop("PROMPTMILL_REVIEW", None)
     if review:
         open_store(path).close()  # the review pages need the newest schema
         env["PROMPTMILL_REVIEW"] = "1"
-    argv = [sys.executable, "-m", "datasette", "serve", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    argv = [sys.executable, "-m", "datasette", "serve", *(["-i"] if immutable else []), str(path),
+            "--host", "127.0.0.1", "--port", str(port)]
     if open_browser:
         argv.append("--open")
     if review:

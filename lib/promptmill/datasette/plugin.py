@@ -33,8 +33,9 @@ from datasette import hookimpl
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
+from promptmill.core.errors import PromptmillError
 from promptmill.core.resources import SCHEMA_DIR
-from promptmill.core.store import BlobStore
+from promptmill.core.store import BlobStore, connect_readonly
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SAFE_EXT = re.compile(r"^[a-z0-9]{1,5}$")
@@ -57,12 +58,12 @@ def metadata_template() -> dict:
 def has_promptmill_schema(path: str) -> bool:
     """Whether the file is a promptmill database (read-only peek at its tables)."""
     try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        conn = connect_readonly(Path(path))
         try:
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, PromptmillError):
         return False
     return {"schema_migrations", "runs", "images", "prompts"} <= names
 
