@@ -41,6 +41,8 @@ def _targets_and_reference(store, items, load_by_id, item_type, sources, against
 
     from promptmill.dedup import passes as dedup
 
+    if not sources and not against:
+        return items
     target = np.isin(items.source_ids, sources) if sources else np.ones(len(items.ids), dtype=bool)
     if not against:
         return items.subset(target)
@@ -146,7 +148,7 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
         for method in methods:
             others = [s for m, s in scopes.items() if m != method]
             elsewhere = np.concatenate([dedup.dropped_by(store, s, "prompt") for s in others] or [np.zeros(0)])
-            items = loaded.subset(~np.isin(loaded.ids, elsewhere))
+            items = loaded.subset(~np.isin(loaded.ids, elsewhere)) if len(elsewhere) else loaded
             items = _targets_and_reference(store, items, dedup.load_prompts_by_id, "prompt", source_ids, against)
             if method == "exact":
                 find = dedup.exact_links
@@ -213,7 +215,7 @@ def images(db_path, method_list, sources, against, keep, source_priority, k):
         for method in methods:
             others = [s for m, s in scopes.items() if m != method]
             elsewhere = np.concatenate([dedup.dropped_by(store, s, "image") for s in others] or [np.zeros(0)])
-            items = loaded.subset(~np.isin(loaded.ids, elsewhere))
+            items = loaded.subset(~np.isin(loaded.ids, elsewhere)) if len(elsewhere) else loaded
             items = _targets_and_reference(store, items, None, "image", source_ids, against)
             if method == "sha256":
                 find = dedup.exact_links
