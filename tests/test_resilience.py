@@ -270,6 +270,22 @@ def test_dedup(tmp_path, rng):
     assert_same(reference, resumed)
 
 
+def test_split(tmp_path, rng):
+    """A stratified assignment killed anywhere resumes to the clean run's splits, whichever items it wrote."""
+    lines = prompt_lines(120_000)
+    base = prepared(tmp_path, step_argv("01_collect", "text", "--db", "{db}",
+                                        write_lines(tmp_path / "a.txt", lines[:70_000]),
+                                        write_lines(tmp_path / "b.txt", lines[60_000:])),
+                    step_argv("03_dedup", "prompts", "--db", "{db}", "--method", "exact,simhash"))
+    reference, resumed, _ = kill_and_resume(
+        base, tmp_path,
+        lambda db, _: step_argv("08_split", "assign", "--db", db, "--validation", "0.1", "--test", "0.05",
+                                "--stratify", "source"),
+        rng)
+    assert sum('"value": "validation"' in row for row in reference["decisions"]) > 1000
+    assert_same(reference, resumed)
+
+
 def test_augment_pays_each_request_once(tmp_path, rng):
     seeds = paths.SCHEMA_DIR / "templates" / "augment_seeds.txt"
     lines = write_lines(tmp_path / "lines.txt", prompt_lines(200))

@@ -109,8 +109,8 @@ def known_splits(rows) -> Known:
 
 
 def plan(keepers: np.ndarray, strata: np.ndarray, item_type: str, seed: int, validation: float, test: float,
-         assigned: np.ndarray, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(u, split code) per item. `assigned` gives each item's cluster split if already fixed, else -1.
+         assigned: np.ndarray, stratify: bool) -> np.ndarray:
+    """The split code of each item. `assigned` gives each item's cluster split if already fixed, else -1.
     Plain: the hash cut. Stratified: each stratum's new clusters fill its quota of validation and
     test by lowest hash, around the clusters already assigned."""
     unique_keepers, member_of = np.unique(keepers, return_inverse=True)
@@ -130,15 +130,16 @@ def plan(keepers: np.ndarray, strata: np.ndarray, item_type: str, seed: int, val
         stratum = stratum_of[fresh]
         rank = np.arange(len(fresh)) - np.searchsorted(stratum, stratum)  # position among its stratum's fresh
         codes[fresh] = np.where(rank < need[0][stratum], 1, np.where(rank < (need[0] + need[1])[stratum], 2, 0))
-    codes = np.where(fixed >= 0, fixed, codes)
-    return u[member_of], codes[member_of]
+    return np.where(fixed >= 0, fixed, codes)[member_of]
 
 
-def write_assignments(store: Store, run: Run, item_type: str, scope: str, ids: np.ndarray, u: np.ndarray,
-                      codes: np.ndarray, reasons: Callable[[np.ndarray], list[str]]) -> int:
-    """Insert 'assign' decisions in hash order (so a killed stratified run resumes to the same plan);
+def write_assignments(store: Store, run: Run, item_type: str, scope: str, ids: np.ndarray, codes: np.ndarray,
+                      reasons: Callable[[np.ndarray], list[str]]) -> int:
+    """Insert 'assign' decisions in id order, which appends along the decisions indexes instead of
+    scattering over them. A killed run resumes to the same plan whichever of them it wrote: kept
+    clusters fill each stratum's quota by lowest hash, so the planned ones come first among the rest.
     `reasons` gives the reasons of a batch of positions."""
-    order = np.lexsort((ids, u))
+    order = np.argsort(ids, kind="stable")
     written = 0
     with bar(total=len(order), desc=f"{item_type} splits", unit=item_type) as progress:
         for start in range(0, len(order), WRITE_BATCH):
@@ -220,9 +221,9 @@ def assign_prompts(store: Store, run: Run, scope: str, seed: int, validation: fl
     imported = imported_splits(store, "prompt").lookup(ids)
     # An item's fixed split holds its whole cluster: one already assigned here first, else an imported one.
     assigned = cluster_choice(keepers, assigned, imported)
-    u, codes = plan(keepers, strata, "prompt", seed, validation, test, assigned, bool(stratify))
+    codes = plan(keepers, strata, "prompt", seed, validation, test, assigned, bool(stratify))
     run.add("prompts assigned", write_assignments(
-        store, run, "prompt", scope, ids, u, codes,
+        store, run, "prompt", scope, ids, codes,
         lambda chunk: [f"cluster of prompt {k}" for k in keepers[chunk].tolist()]))
     return Known(ids, codes)
 
@@ -272,7 +273,7 @@ def assign_images(store: Store, run: Run, scope: str, seed: int, validation: flo
         else:
             codes[i] = keeper_already[i] if keeper_already[i] >= 0 else codes[i]
             reasons.append(f"cluster of image {keeper}")
-    run.add("images assigned", write_assignments(store, run, "image", scope, items.ids, u, codes,
+    run.add("images assigned", write_assignments(store, run, "image", scope, items.ids, codes,
                                                  lambda chunk: [reasons[i] for i in chunk.tolist()]))
 
 
