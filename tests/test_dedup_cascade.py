@@ -68,7 +68,7 @@ def test_overlaps_are_exact_and_candidates_hold_every_close_pair():
     copies += [" ".join(line.split()[:-1]) for line in lines[100:200] if len(line.split()) > 8]
     texts = lines + copies
     sets = cascade.sketches(texts)
-    bands = list(cascade.candidates(sets, np.zeros(len(texts), dtype=bool)))
+    bands = list(cascade.candidates(sets, np.zeros(len(texts), dtype=bool), np.ones(len(texts), dtype=bool)))
     assert len(bands) == cascade.BANDS
     pairs = np.unique(np.concatenate([left * len(texts) + right for left, right in bands]))
     left, right = pairs // len(texts), pairs % len(texts)
@@ -84,6 +84,37 @@ def test_overlaps_are_exact_and_candidates_hold_every_close_pair():
     close = [(a, b) for a in range(len(texts)) for b in range(a + 1, len(texts))
              if words[a] and len(words[a] & words[b]) >= 0.8 * len(words[a] | words[b])]
     assert len(close) >= 150 and set(close) <= found
+
+
+def test_texts_with_the_same_words_are_compared_once_and_cluster_as_if_every_pair_were(monkeypatch):
+    from promptmill.dedup import passes
+
+    lines = example_lines(600)
+    copies = [", ".join(reversed(line.split(", "))).upper() for line in lines[:150]]  # same words, other order
+    copies += [line + ", trending on artstation" for line in lines[100:200]]
+    texts = lines + copies + ["", "!!!", "", "a the of"]
+    sets = cascade.sketches(texts)
+    group = cascade.same_sets(sets)
+    words = [frozenset(word_set(t)) for t in texts]
+    for i in range(len(texts)):
+        for j in (i + 1, len(lines) + i % 150):
+            if j < len(texts) and i != j:
+                assert (group[i] == group[j]) == (bool(words[i]) and words[i] == words[j]), (texts[i], texts[j])
+    # Kept items and representatives equal those of star clustering over every close pair, no groups.
+    items = passes.Items(np.arange(len(texts)), np.zeros(len(texts), dtype=np.int64), np.array(texts, dtype=object),
+                         np.arange(len(texts)), np.zeros(len(texts), dtype=np.int64))
+    checked = {}
+    links = passes.cascade_links(items, None, lambda name, n: checked.update({name: n}))
+    rank = np.arange(len(texts))
+    kept, via = clusters.star(len(texts), links.left, links.right, rank, None, links.group)
+    close = [(a, b) for a in range(len(texts)) for b in range(a + 1, len(texts))
+             if words[a] and len(words[a] & words[b]) >= 0.8 * len(words[a] | words[b])]
+    expected, _ = clusters.star(len(texts), np.array([a for a, _ in close]), np.array([b for _, b in close]), rank)
+    assert np.array_equal(kept, expected) and (kept != rank).sum() >= 250
+    described = links.describe(via[kept != rank])
+    assert {rule for rule, *_ in described} == {"cascade:lexical"}
+    assert any(reason == "lexical: same words" for _, reason, *_ in described)
+    assert 0 < checked["cascade pairs checked"] < len(close) * cascade.BANDS
 
 
 pair_lists = st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=70)

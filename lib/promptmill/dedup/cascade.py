@@ -205,15 +205,16 @@ def _distinct(keys: np.ndarray) -> np.ndarray:
     return keys[first]
 
 
-def candidates(sets: Sketches, fixed: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Band by band, the distinct pairs (i < j) that share the band, not both reference items.
+def candidates(sets: Sketches, fixed: np.ndarray, usable: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Band by band, the distinct pairs (i < j) of `usable` texts with words that share the band,
+    not both reference items.
 
     A pair sharing several bands comes once per band: `verify` checks each band's pairs as they
     come and keeps only the close ones, so memory never holds every candidate pair at once."""
     n = len(fixed)
-    has_words = sets.sizes() > 0
+    usable = usable & (sets.sizes() > 0)
     for band in range(BANDS):
-        left, right = _bucket_pairs(band_keys(sets, band), has_words)
+        left, right = _bucket_pairs(band_keys(sets, band), usable)
         low, high = np.minimum(left, right), np.maximum(left, right)
         useful = ~(fixed[low] & fixed[high])
         keys = _distinct(low[useful] * n + high[useful])
@@ -256,16 +257,33 @@ def overlaps(sets: Sketches, left: np.ndarray, right: np.ndarray) -> tuple[np.nd
 
 @dataclass
 class Verified:
-    """Linked pairs with how they were linked: stage 'lexical' or 'semantic', and all scores."""
+    """Linked pairs with how they were linked (lexically, or by the cosine) and all scores."""
 
     left: np.ndarray
     right: np.ndarray
-    stage: np.ndarray         # 'lexical' | 'semantic'
-    jaccard: np.ndarray
+    semantic: np.ndarray      # bool: linked by the cosine, not by the word sets alone
+    jaccard: np.ndarray       # float32, as are the others
     containment: np.ndarray
     cosine: np.ndarray        # NaN where the pair was not embedded
     checked: int              # candidate pairs whose word sets were compared
     embedded: int
+
+
+def same_sets(sets: Sketches) -> np.ndarray:
+    """A group number per text: texts with the same words share one (each text without words has its
+    own). Only the first text of a group needs comparing: the others are its exact copies here."""
+    sizes = sets.sizes()
+    has_words = sizes > 0
+    starts = sets.indptr[:-1][has_words]
+    # Two independent 64-bit sums of mixed word hashes, with the size, name a set.
+    sums = [np.add.reduceat(sets.hashes * np.uint64(multiplier) + np.uint64(offset), starts)
+            if len(starts) else np.zeros(0, dtype=np.uint64)
+            for multiplier, offset in ((0x9E3779B97F4A7C15, 0x632BE59BD9B4E019), (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9))]
+    group = np.arange(len(sizes), dtype=np.int64) + len(sizes)  # wordless texts: alone
+    if len(starts):
+        keys = np.stack([sizes[has_words].astype(np.uint64), *sums], axis=1)
+        group[has_words] = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+    return group
 
 
 def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -297,7 +315,7 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
     left, right = pairs // n, pairs % n
     del pairs, parts
     grey = ~lexical
-    cosine = np.full(len(left), np.nan)
+    cosine = np.full(len(left), np.nan, dtype=np.float32)
     embedded = 0
     if embed is not None and grey.any():
         texts, rows = np.unique(np.concatenate([left[grey], right[grey]]), return_inverse=True)
@@ -306,6 +324,5 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
         a, b = rows[:grey.sum()], rows[grey.sum():]
         cosine[grey] = np.einsum("ij,ij->i", vectors[a], vectors[b])
     linked = lexical | (grey & (cosine >= cosine_cut))
-    stage = np.where(lexical, "lexical", "semantic")[linked]
-    return Verified(left[linked], right[linked], stage, jaccard[linked], containment[linked], cosine[linked],
-                    checked, embedded)
+    return Verified(left[linked], right[linked], ~lexical[linked], jaccard[linked], containment[linked],
+                    cosine[linked], checked, embedded)

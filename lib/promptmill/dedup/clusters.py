@@ -112,20 +112,16 @@ def star(n: int, left: np.ndarray, right: np.ndarray, rank: np.ndarray, fixed: n
     node_fixed = np.zeros(nodes, dtype=bool)
     node_fixed[node[fixed]] = True
 
-    # Each link in both directions, grouped by end and, within an end, best-ranked partner first;
-    # 32-bit indices where they fit, as millions of links are common.
+    # Each link in both directions, grouped by end (the order within an end changes nothing); 32-bit
+    # indices where they fit, as tens of millions of links are common.
     index = np.int32 if max(nodes, len(left)) < 2**31 else np.int64
     a, b = node[np.asarray(left, dtype=np.int64)].astype(index), node[np.asarray(right, dtype=np.int64)].astype(index)
     link = np.flatnonzero(a != b).astype(index)
     a, b = a[link], b[link]
-    place = np.empty(nodes, dtype=np.int64)
-    place[np.argsort(best, kind="stable")] = np.arange(nodes)
-    key = np.concatenate([a, b]).astype(np.int64) * nodes + place[np.concatenate([b, a])]
-    del place
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    starts = np.searchsorted(key, np.arange(nodes + 1, dtype=np.int64) * nodes)
-    del key
+    ends = np.concatenate([a, b])
+    order = np.argsort(ends, kind="stable")
+    starts = np.searchsorted(ends[order], np.arange(nodes + 1))
+    del ends
     partners, links = np.concatenate([b, a])[order], np.concatenate([link, link])[order]
     del a, b, link, order
     center = np.arange(nodes)

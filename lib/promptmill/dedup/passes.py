@@ -249,25 +249,34 @@ def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None
     from promptmill.dedup import cascade
 
     sets = cascade.sketches(items.texts)
-    found = cascade.verify(sets, cascade.candidates(sets, items.fixed), embed, **cuts)
+    group = cascade.same_sets(sets)
+    first = np.zeros(len(group), dtype=bool)
+    first[np.unique(group, return_index=True)[1]] = True
+    found = cascade.verify(sets, cascade.candidates(sets, items.fixed, first), embed, **cuts)
     count("cascade pairs checked", found.checked)
 
     def describe(links: np.ndarray) -> list[tuple[str, str, float, str]]:
+        """Link -1: the item follows one with the same words (star's `group`)."""
         out = []
-        for stage, jaccard, containment, cosine in zip(found.stage[links].tolist(), found.jaccard[links].tolist(),
-                                                      found.containment[links].tolist(),
-                                                      found.cosine[links].tolist()):
+        for link in links.tolist():
+            if link < 0:
+                out.append(("cascade:lexical", "lexical: same words", 1.0,
+                            json.dumps({"containment": 1.0, "cosine": None, "jaccard": 1.0}, sort_keys=True)))
+                continue
+            jaccard, containment, cosine = (float(found.jaccard[link]), float(found.containment[link]),
+                                            float(found.cosine[link]))
+            stage = "semantic" if found.semantic[link] else "lexical"
             scores = {"jaccard": round(jaccard, 4), "containment": round(containment, 4),
                       "cosine": None if cosine != cosine else round(cosine, 4)}
             text = f"{stage}: jaccard {jaccard:.3f}, containment {containment:.3f}"
             if scores["cosine"] is not None:
                 text += f", cosine {cosine:.3f}"
-            out.append((f"cascade:{stage}", text, cosine if stage == "semantic" else scores["jaccard"],
+            out.append((f"cascade:{stage}", text, scores["cosine"] if stage == "semantic" else scores["jaccard"],
                         json.dumps(scores, sort_keys=True)))
         return out
 
     return Links(found.left, found.right, lambda a, b: cascade.overlaps(sets, a, b)[0], "jaccard {score:.3f}",
-                 describe=describe)
+                 group=group, describe=describe)
 
 
 # ---- a pass ----------------------------------------------------------------------------------------
