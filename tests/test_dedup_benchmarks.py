@@ -37,3 +37,14 @@ def test_dedup_peers_quick_scores_each_method_on_the_same_copies(capsys):
     assert "| swap word |" in table and "2,000 texts (500 edited copies)" in table
     cascade, simhash = rows
     assert cascade["figure"] > simhash["figure"] and 0.9 < cascade["baseline"] <= 1
+
+
+@pytest.mark.slow
+def test_scale_bench_quick_reruns_are_noops(capsys):
+    rows = load("scale_bench").main(["--quick"])
+    assert [r["name"] for r in rows] == ["03_dedup exact,simhash, 20,000 prompts", "08_split assign, 20,000 prompts"]
+    dedup, split = rows
+    assert "exact dropped" in dedup["first"]["summary"] and "methods up to date" in dedup["again"]["summary"]
+    assert "prompts assigned 20,000" in split["first"]["summary"] and "nothing new" in split["again"]["summary"]
+    assert all(0 < r["first"]["peak_mb"] < 1000 and r["ratio"] > 0 for r in rows)
+    assert "01_collect text, 20,000 prompts" in capsys.readouterr().out
