@@ -303,8 +303,9 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
         jaccard, containment = overlaps(sets, pairs // n, pairs % n)
         checked += len(pairs)
         # The cuts are made here, in full precision; the scores are kept as float32 for the record.
+        # Without `embed` the grey zone can link nothing, so it is not kept.
         lexical = jaccard >= jaccard_cut
-        close = lexical | (jaccard >= GREY_FLOOR)
+        close = lexical | (jaccard >= GREY_FLOOR) if embed is not None else lexical
         parts.append((pairs[close], lexical[close], jaccard[close].astype(np.float32),
                       containment[close].astype(np.float32)))
         kept = np.sort(np.concatenate([kept, pairs[close]]), kind="stable")
@@ -312,7 +313,8 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
     pairs, lexical, jaccard, containment = ([np.concatenate(column) for column in zip(*parts)] if parts else
                                             (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
                                              np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)))
-    left, right = pairs // n, pairs % n
+    index = np.int32 if n < 2**31 else np.int64
+    left, right = (pairs // n).astype(index), (pairs % n).astype(index)
     del pairs, parts
     grey = ~lexical
     cosine = np.full(len(left), np.nan, dtype=np.float32)
