@@ -69,7 +69,6 @@ def test_overlaps_are_exact_and_candidates_hold_every_close_pair():
     texts = lines + copies
     sets = cascade.sketches(texts)
     bands = list(cascade.candidates(sets, np.zeros(len(texts), dtype=bool), np.ones(len(texts), dtype=bool)))
-    assert len(bands) == cascade.BANDS
     pairs = np.unique(np.concatenate([left * len(texts) + right for left, right in bands]))
     left, right = pairs // len(texts), pairs % len(texts)
     assert (left < right).all()

@@ -172,30 +172,27 @@ def band_keys(sets: Sketches, band: int) -> np.ndarray:
     return keys
 
 
-def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of indices sharing a key: all pairs in buckets up to BUCKET_LIMIT, and in larger
-    buckets each member with the bucket's first BUCKET_LIMIT members (lowest index)."""
+def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of indices sharing a key, about PAIR_CHUNK at a time: all pairs in buckets up to
+    BUCKET_LIMIT, and in larger buckets each member with the bucket's first BUCKET_LIMIT members
+    (lowest index)."""
     from promptmill.dedup.fingerprints import _groups, _pairs_within_groups
 
     index = np.flatnonzero(usable)
     order, starts, ends = _groups(keys[index])
     sizes = ends - starts
     small = (sizes > 1) & (sizes <= BUCKET_LIMIT)
-    lefts, rights = [], []
     for left, right in _pairs_within_groups(order, starts[small], ends[small]):
-        lefts.append(index[left])
-        rights.append(index[right])
+        yield index[left], index[right]
+    step = max(1, PAIR_CHUNK // BUCKET_LIMIT)
     for start, end in zip(starts[sizes > BUCKET_LIMIT].tolist(), ends[sizes > BUCKET_LIMIT].tolist()):
-        members = index[order[start:end]]
-        leaders = members[:BUCKET_LIMIT]
-        others = np.repeat(members, BUCKET_LIMIT)
-        partners = np.tile(leaders, len(members))
-        differ = others != partners
-        lefts.append(partners[differ])
-        rights.append(others[differ])
-    if not lefts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(lefts), np.concatenate(rights)
+        leaders = index[order[start:start + BUCKET_LIMIT]]
+        for first in range(start, end, step):
+            members = index[order[first:min(first + step, end)]]
+            others = np.repeat(members, len(leaders))
+            partners = np.tile(leaders, len(members))
+            differ = others != partners
+            yield partners[differ], others[differ]
 
 
 def _distinct(keys: np.ndarray) -> np.ndarray:
@@ -206,19 +203,19 @@ def _distinct(keys: np.ndarray) -> np.ndarray:
 
 
 def candidates(sets: Sketches, fixed: np.ndarray, usable: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Band by band, the distinct pairs (i < j) of `usable` texts with words that share the band,
-    not both reference items.
+    """Band by band, some PAIR_CHUNK at a time, the pairs (i < j) of `usable` texts with words
+    that share the band, not both reference items.
 
-    A pair sharing several bands comes once per band: `verify` checks each band's pairs as they
-    come and keeps only the close ones, so memory never holds every candidate pair at once."""
+    A pair sharing several bands comes once per band: `verify` checks each batch as it comes and
+    keeps only the close pairs, so memory never holds every candidate pair, or one band's, at once."""
     n = len(fixed)
     usable = usable & (sets.sizes() > 0)
     for band in range(BANDS):
-        left, right = _bucket_pairs(band_keys(sets, band), usable)
-        low, high = np.minimum(left, right), np.maximum(left, right)
-        useful = ~(fixed[low] & fixed[high])
-        keys = _distinct(low[useful] * n + high[useful])
-        yield keys // n, keys % n
+        for left, right in _bucket_pairs(band_keys(sets, band), usable):
+            low, high = np.minimum(left, right), np.maximum(left, right)
+            useful = ~(fixed[low] & fixed[high])
+            keys = _distinct(low[useful] * n + high[useful])
+            yield keys // n, keys % n
 
 
 def _common_words(sets: Sketches, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -269,20 +266,31 @@ class Verified:
     embedded: int
 
 
+SET_MIXERS = ((0x9E3779B97F4A7C15, 0x632BE59BD9B4E019), (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9))
+
+
 def same_sets(sets: Sketches) -> np.ndarray:
     """A group number per text: texts with the same words share one (each text without words has its
     own). Only the first text of a group needs comparing: the others are its exact copies here."""
     sizes = sets.sizes()
     has_words = sizes > 0
-    starts = sets.indptr[:-1][has_words]
     # Two independent 64-bit sums of mixed word hashes, with the size, name a set.
-    sums = [np.add.reduceat(sets.hashes * np.uint64(multiplier) + np.uint64(offset), starts)
-            if len(starts) else np.zeros(0, dtype=np.uint64)
-            for multiplier, offset in ((0x9E3779B97F4A7C15, 0x632BE59BD9B4E019), (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9))]
+    keys = np.zeros((len(sizes), 1 + len(SET_MIXERS)), dtype=np.uint64)
+    keys[:, 0] = sizes
+    for start in range(0, len(sizes), TEXT_CHUNK):
+        end = min(start + TEXT_CHUNK, len(sizes))
+        chunk_has = has_words[start:end]
+        if not chunk_has.any():
+            continue
+        first = sets.indptr[start]
+        words = sets.hashes[first:sets.indptr[end]]
+        starts = sets.indptr[start:end][chunk_has] - first
+        for column, (multiplier, offset) in enumerate(SET_MIXERS, start=1):
+            keys[start:end][chunk_has, column] = np.add.reduceat(words * np.uint64(multiplier) + np.uint64(offset),
+                                                                 starts)
     group = np.arange(len(sizes), dtype=np.int64) + len(sizes)  # wordless texts: alone
-    if len(starts):
-        keys = np.stack([sizes[has_words].astype(np.uint64), *sums], axis=1)
-        group[has_words] = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+    if has_words.any():
+        group[has_words] = np.unique(keys[has_words], axis=0, return_inverse=True)[1].ravel()
     return group
 
 
