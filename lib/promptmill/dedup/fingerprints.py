@@ -338,6 +338,11 @@ def _pairs_within_groups(order: np.ndarray, starts: np.ndarray, ends: np.ndarray
         first = last
 
 
+def _pair_keys(left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """Each pair as one int64, low * n + high."""
+    return np.minimum(left, right).astype(np.int64) * n + np.maximum(left, right)
+
+
 def near_pairs(values: np.ndarray, k: int, fixed: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Pairs (i, j) linking every group of fingerprints within Hamming distance k, with distances.
 
@@ -362,24 +367,22 @@ def near_pairs(values: np.ndarray, k: int, fixed: np.ndarray | None = None) -> t
     members = order
     member_leads = leads[group_of]
     same_link = (members != member_leads) & ~(fixed[members] & fixed[member_leads])
-    links_left = [members[same_link]]
-    links_right = [member_leads[same_link]]
+    seen = np.unique(_pair_keys(members[same_link], member_leads[same_link], n))
+    del group_of, free_sorted, free_positions, first_free, members, member_leads, same_link
 
     distinct = values[leads]
     distinct_fixed = ~has_free
     for shift, mask in block_masks(k):
         keys = (distinct >> np.uint64(shift)) & np.uint64(mask)
         block_order, block_starts, block_ends = _groups(keys)
+        del keys
         multi = (block_ends - block_starts) > 1
+        found = []
         for left, right in _pairs_within_groups(block_order, block_starts[multi], block_ends[multi]):
             keep = hamming(distinct[left], distinct[right]) <= k
             keep &= ~(distinct_fixed[left] & distinct_fixed[right])
-            links_left.append(leads[left[keep]])
-            links_right.append(leads[right[keep]])
-    left = np.concatenate(links_left).astype(np.int64)
-    right = np.concatenate(links_right).astype(np.int64)
-    low, high = np.minimum(left, right), np.maximum(left, right)
-    # The same pair can share several blocks: keep it once.
-    unique = np.unique(low * n + high)
-    low, high = unique // n, unique % n
+            found.append(_pair_keys(leads[left[keep]], leads[right[keep]], n))
+        # The same pair can share several blocks: memory holds each once, not once per block.
+        seen = np.union1d(seen, np.concatenate(found)) if found else seen
+    low, high = seen // n, seen % n
     return low, high, hamming(values[low], values[high])
