@@ -112,38 +112,59 @@ def star(n: int, left: np.ndarray, right: np.ndarray, rank: np.ndarray, fixed: n
     node_fixed = np.zeros(nodes, dtype=bool)
     node_fixed[node[fixed]] = True
 
-    # Each link in both directions, grouped by end (the order within an end changes nothing); 32-bit
-    # indices where they fit, as tens of millions of links are common.
-    index = np.int32 if max(nodes, len(left)) < 2**31 else np.int64
-    a, b = node[np.asarray(left, dtype=np.int64)].astype(index), node[np.asarray(right, dtype=np.int64)].astype(index)
-    link = np.flatnonzero(a != b).astype(index)
-    a, b = a[link], b[link]
-    ends = np.concatenate([a, b])
-    order = np.argsort(ends, kind="stable")
-    starts = np.searchsorted(ends[order], np.arange(nodes + 1))
-    del ends
-    partners, links = np.concatenate([b, a])[order], np.concatenate([link, link])[order]
-    del a, b, link, order
     center = np.arange(nodes)
     via = np.full(nodes, -1, dtype=np.int64)
-    linked = np.flatnonzero(np.diff(starts) > 0)
-    # Memoryviews give Python ints one at a time: the loop holds no list of millions of them.
-    partner_of, link_of, start_of = memoryview(partners), memoryview(links), memoryview(starts)
-    best_of, is_fixed, claimed = memoryview(best), memoryview(node_fixed), bytearray(nodes)
-    center_of, via_of = memoryview(center), memoryview(via)
-    for current in memoryview(linked[np.argsort(best[linked], kind="stable")]):
-        if claimed[current]:
+    starts, better, links = _better_ends(node, best, left, right)
+    # An item is claimed by its best-ranked kept better-ranked neighbour, if it has one: visited in
+    # rank order, each list of better neighbours is decided before it is read. Memoryviews give
+    # Python ints one at a time, so the loop holds no list of millions of them.
+    is_kept = bytearray(b"\x01") * nodes
+    start_of, better_of, link_of, best_of = memoryview(starts), memoryview(better), memoryview(links), memoryview(best)
+    center_of, via_of, is_fixed = memoryview(center), memoryview(via), memoryview(node_fixed)
+    listed = np.flatnonzero(np.diff(starts) > 0)
+    for current in memoryview(listed[np.argsort(best[listed], kind="stable")]):
+        if is_fixed[current]:
             continue
-        # Every better-ranked neighbour was visited first and would have claimed this one.
+        claimer, claimer_best, claimer_link = -1, 0, -1
         for k in range(start_of[current], start_of[current + 1]):
-            other = partner_of[k]
-            if not claimed[other] and not is_fixed[other] and best_of[other] > best_of[current]:
-                claimed[other] = True
-                center_of[other] = current
-                via_of[other] = link_of[k]
+            other = better_of[k]
+            if is_kept[other] and (claimer < 0 or best_of[other] < claimer_best):
+                claimer, claimer_best, claimer_link = other, best_of[other], link_of[k]
+        if claimer >= 0:
+            is_kept[current] = 0
+            center_of[current] = claimer
+            via_of[current] = claimer_link
     item_center = center[node]
     kept = leader[item_center]
     keeps_itself = fixed | (kept == np.arange(n))
     kept = np.where(keeps_itself, np.arange(n), kept)
     item_via = np.where(keeps_itself | (item_center == node), -1, via[node])
     return kept, item_via
+
+
+def _better_ends(node: np.ndarray, best: np.ndarray, left: np.ndarray, right: np.ndarray, batch: int = 1 << 20):
+    """(starts, better, links): for each node, the better-ranked node at the other end of each of its
+    links and the link's index, grouped by node (CSR). Each link is held once, as one int64 sort key
+    (node << bits | link) and then two 32-bit columns: tens of millions of links are common."""
+    left, right = np.asarray(left), np.asarray(right)
+    nodes = len(best)
+    bits = max(1, len(left).bit_length())
+    if nodes.bit_length() + bits > 62:
+        raise ValueError(f"{len(left):,} links over {nodes:,} items are more than one sort key can hold")
+    keys = np.empty(len(left), dtype=np.int64)
+    for start in range(0, len(left), batch):
+        a, b = node[left[start:start + batch]], node[right[start:start + batch]]
+        worse = np.where(best[a] > best[b], a, b)
+        worse[a == b] = nodes  # a link inside one node claims nothing: sorted past the last node
+        keys[start:start + batch] = (worse.astype(np.int64) << bits) | np.arange(start, start + len(a))
+    keys.sort()
+    starts = np.searchsorted(keys, np.arange(nodes + 1, dtype=np.int64) << bits)
+    index = np.int32 if max(nodes, len(left)) < 2**31 else np.int64
+    total = int(starts[-1])
+    links, better = np.empty(total, dtype=index), np.empty(total, dtype=index)
+    for start in range(0, total, batch):
+        link = keys[start:min(start + batch, total)] & ((1 << bits) - 1)
+        a, b = node[left[link]], node[right[link]]
+        links[start:start + len(link)] = link
+        better[start:start + len(link)] = np.where(best[a] < best[b], a, b)
+    return starts, better, links
