@@ -302,8 +302,8 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
     vectors; None links lexically only). Containment is measured and recorded, not used.
     `batches` may repeat a pair (once per LSH band it shares): it is counted and kept once."""
     n = len(sets.indptr) - 1
-    kept = np.zeros(0, dtype=np.int64)  # pair keys left * n + right of the close pairs, sorted
-    parts, checked = [], 0
+    kept = np.zeros(0, dtype=np.int64)  # keys left * n + right of the close pairs merged so far, sorted
+    pending, parts, checked = [], [], 0
     for left, right in batches:
         pairs = left * n + right
         if len(kept):
@@ -316,14 +316,23 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
         close = lexical | (jaccard >= GREY_FLOOR) if embed is not None else lexical
         parts.append((pairs[close], lexical[close], jaccard[close].astype(np.float32),
                       containment[close].astype(np.float32)))
-        kept = np.sort(np.concatenate([kept, pairs[close]]), kind="stable")
-    del kept
+        pending.append(pairs[close])
+        # A merge sorts everything kept: it waits until the pending pairs are a fair share of that.
+        if sum(map(len, pending)) > max(PAIR_CHUNK, len(kept) // 2):
+            kept = np.union1d(kept, np.concatenate(pending))
+            pending = []
+    del kept, pending
     pairs, lexical, jaccard, containment = ([np.concatenate(column) for column in zip(*parts)] if parts else
                                             (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
                                              np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)))
+    del parts
+    # A pair found close again before its merge into `kept` came twice: keep it once.
+    pairs, first = np.unique(pairs, return_index=True)
+    lexical, jaccard, containment = lexical[first], jaccard[first], containment[first]
+    del first
     index = np.int32 if n < 2**31 else np.int64
     left, right = (pairs // n).astype(index), (pairs % n).astype(index)
-    del pairs, parts
+    del pairs
     grey = ~lexical
     cosine = np.full(len(left), np.nan, dtype=np.float32)
     embedded = 0
