@@ -114,6 +114,15 @@ def test_texts_with_the_same_words_are_compared_once_and_cluster_as_if_every_pai
     assert {rule for rule, *_ in described} == {"cascade:lexical"}
     assert any(reason == "lexical: same words" for _, reason, *_ in described)
     assert 0 < checked["cascade pairs checked"] < len(close) * cascade.BANDS
+    # Each text with the same words as an earlier one is linked to the first of them (a leakage check
+    # across splits reads the links, not the groups).
+    links_of = set(zip(links.left.tolist(), links.right.tolist()))
+    first_of = {}
+    for i, g in enumerate(group.tolist()):
+        first_of.setdefault(g, i)
+    copies = [i for i, g in enumerate(group.tolist()) if first_of[g] != i]
+    assert len(copies) >= 150 and all((i, first_of[group[i]]) in links_of for i in copies)
+    assert np.allclose(links.score(np.array(copies), np.array([first_of[group[i]] for i in copies])), 1.0)
 
 
 pair_lists = st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=70)

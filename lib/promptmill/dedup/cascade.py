@@ -195,8 +195,9 @@ def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> Iterator[tuple[np.nda
             yield partners[differ], others[differ]
 
 
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    keys = np.sort(keys)
+def _sorted_distinct(keys: np.ndarray) -> np.ndarray:
+    """KEYS (a fresh array, sorted in place) without repeats."""
+    keys.sort()
     first = np.ones(len(keys), dtype=bool)
     first[1:] = keys[1:] != keys[:-1]
     return keys[first]
@@ -214,7 +215,7 @@ def candidates(sets: Sketches, fixed: np.ndarray, usable: np.ndarray) -> Iterato
         for left, right in _bucket_pairs(band_keys(sets, band), usable):
             low, high = np.minimum(left, right), np.maximum(left, right)
             useful = ~(fixed[low] & fixed[high])
-            keys = _distinct(low[useful] * n + high[useful])
+            keys = _sorted_distinct(low[useful] * n + high[useful])
             yield keys // n, keys % n
 
 
@@ -289,8 +290,13 @@ def same_sets(sets: Sketches) -> np.ndarray:
             keys[start:end][chunk_has, column] = np.add.reduceat(words * np.uint64(multiplier) + np.uint64(offset),
                                                                  starts)
     group = np.arange(len(sizes), dtype=np.int64) + len(sizes)  # wordless texts: alone
-    if has_words.any():
-        group[has_words] = np.unique(keys[has_words], axis=0, return_inverse=True)[1].ravel()
+    order = np.flatnonzero(has_words)
+    if len(order):
+        order = order[np.lexsort(keys[order].T[::-1])]
+        ordered = keys[order]
+        new_set = np.ones(len(order), dtype=bool)
+        new_set[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+        group[order] = np.cumsum(new_set) - 1
     return group
 
 
@@ -314,12 +320,12 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
         # Without `embed` the grey zone can link nothing, so it is not kept.
         lexical = jaccard >= jaccard_cut
         close = lexical | (jaccard >= GREY_FLOOR) if embed is not None else lexical
-        parts.append((pairs[close], lexical[close], jaccard[close].astype(np.float32),
-                      containment[close].astype(np.float32)))
-        pending.append(pairs[close])
+        found = pairs[close]
+        parts.append((found, lexical[close], jaccard[close].astype(np.float32), containment[close].astype(np.float32)))
+        pending.append(found)
         # A merge sorts everything kept: it waits until the pending pairs are a fair share of that.
         if sum(map(len, pending)) > max(PAIR_CHUNK, len(kept) // 2):
-            kept = np.union1d(kept, np.concatenate(pending))
+            kept = _sorted_distinct(np.concatenate([kept, *pending]))
             pending = []
     del kept, pending
     pairs, lexical, jaccard, containment = ([np.concatenate(column) for column in zip(*parts)] if parts else

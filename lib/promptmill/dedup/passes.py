@@ -250,16 +250,23 @@ def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None
 
     sets = cascade.sketches(items.texts)
     group = cascade.same_sets(sets)
+    values, firsts = np.unique(group, return_index=True)
     first = np.zeros(len(group), dtype=bool)
-    first[np.unique(group, return_index=True)[1]] = True
+    first[firsts] = True
     found = cascade.verify(sets, cascade.candidates(sets, items.fixed, first), embed, **cuts)
     count("cascade pairs checked", found.checked)
+    # Texts with the same words as an earlier one are compared through it, and linked to it here.
+    members = np.flatnonzero(~first)
+    leads = firsts[np.searchsorted(values, group[members])]
+    wanted = ~(items.fixed[members] & items.fixed[leads])
+    left = np.concatenate([found.left, members[wanted].astype(found.left.dtype)])
+    right = np.concatenate([found.right, leads[wanted].astype(found.right.dtype)])
 
     def describe(links: np.ndarray) -> list[tuple[str, str, float, str]]:
-        """Link -1: the item follows one with the same words (star's `group`)."""
+        """Link -1 (star's `group`) or past the verified ones: the item has the same words as the kept one."""
         out = []
         for link in links.tolist():
-            if link < 0:
+            if link < 0 or link >= len(found.left):
                 out.append(("cascade:lexical", "lexical: same words", 1.0,
                             json.dumps({"containment": 1.0, "cosine": None, "jaccard": 1.0}, sort_keys=True)))
                 continue
@@ -275,7 +282,7 @@ def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None
                         json.dumps(scores, sort_keys=True)))
         return out
 
-    return Links(found.left, found.right, lambda a, b: cascade.overlaps(sets, a, b)[0], "jaccard {score:.3f}",
+    return Links(left, right, lambda a, b: cascade.overlaps(sets, a, b)[0], "jaccard {score:.3f}",
                  group=group, describe=describe)
 
 
