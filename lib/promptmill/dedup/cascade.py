@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from itertools import compress
 
@@ -132,12 +132,26 @@ def _has_extension() -> bool:
 
 
 def sketches(texts: Iterable[str]) -> Sketches:
-    """Word sets of `texts`, TEXT_CHUNK at a time (C extension or numpy)."""
+    """Word sets of `texts`, TEXT_CHUNK at a time (C extension or numpy). The word hashes go into one
+    array sized from the words per text so far, not into parts joined at the end (twice the memory)."""
     sketch = _extension_chunk if _has_extension() else _numpy_chunk
-    parts = [sketch(chunk) for chunk in chunks(texts, TEXT_CHUNK)]
-    if not parts:
+    total = len(texts) if isinstance(texts, Sized) else None
+    counts, hashes, used = [], np.zeros(0, dtype=np.uint64), 0
+    for chunk in chunks(texts, TEXT_CHUNK):
+        sizes, words = sketch(chunk)
+        counts.append(sizes)
+        if used + len(words) > len(hashes):
+            seen = sum(map(len, counts))
+            rate = (used + len(words)) / seen
+            expected = used + len(words) + (rate * (total - seen) * 1.1 if total and total > seen else used + len(words))
+            grown = np.empty(int(expected) + 1, dtype=np.uint64)
+            grown[:used] = hashes[:used]
+            hashes = grown
+        hashes[used:used + len(words)] = words
+        used += len(words)
+    if not counts:
         return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64))
-    return Sketches(_indptr(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts]))
+    return Sketches(_indptr(np.concatenate(counts)), hashes[:used])
 
 
 def minhashes(sets: Sketches, permutations: slice) -> np.ndarray:
