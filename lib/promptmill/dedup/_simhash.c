@@ -756,6 +756,18 @@ released:
     return result;
 }
 
+/* True when each text's slice starts[i]:starts[i + 1] lies inside the WORDS hashes, in order;
+   else False with a ValueError set. */
+static int indptr_fits(const int64_t *starts, Py_ssize_t texts, Py_ssize_t words)
+{
+    for (Py_ssize_t i = 0; i <= texts; i++)
+        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
+            return 0;
+        }
+    return 1;
+}
+
 PyDoc_STRVAR(minhash_sets_doc,
              "minhash_sets(indptr, hashes, multipliers, offsets) -> bytes\n\n"
              "minhash_folded's signatures from the word hashes it returned: for each text (its\n"
@@ -778,11 +790,8 @@ static PyObject *minhash_sets(PyObject *Py_UNUSED(module), PyObject *args)
     }
     const int64_t *starts = indptr.buf;
     const uint64_t *h = hashes.buf, *a = multipliers.buf, *b = offsets.buf;
-    for (Py_ssize_t i = 0; i <= texts; i++)
-        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
-            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
-            goto done;
-        }
+    if (!indptr_fits(starts, texts, words))
+        goto done;
     result = PyBytes_FromStringAndSize(NULL, texts * perms * (Py_ssize_t)sizeof(uint32_t));
     if (!result)
         goto done;
@@ -826,11 +835,8 @@ static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
     }
     const int64_t *starts = indptr.buf, *a = left.buf, *b = right.buf;
     const uint64_t *h = hashes.buf;
-    for (Py_ssize_t i = 0; i <= texts; i++)
-        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
-            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
-            goto done;
-        }
+    if (!indptr_fits(starts, texts, words))
+        goto done;
     result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
     if (!result)
         goto done;

@@ -50,9 +50,10 @@ class StoredTexts(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         for start in range(0, len(self.ids), TEXT_CHUNK):
-            ids = self.ids[start:start + TEXT_CHUNK]
-            text_of = self._texts("BETWEEN ? AND ?", [int(ids[0]), int(ids[-1])])
-            yield from map(text_of.__getitem__, ids.tolist())
+            ids = self.ids[start:start + TEXT_CHUNK].tolist()
+            # A range scan, keeping only these ids: sparse ids hold no texts they don't need.
+            text_of = self._texts("BETWEEN ? AND ?", [ids[0], ids[-1]], set(ids))
+            yield from map(text_of.__getitem__, ids)
 
     def take(self, indices) -> list[str]:
         """The texts at INDICES (any order), fetched by id."""
@@ -60,15 +61,17 @@ class StoredTexts(Sequence[str]):
         text_of = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            text_of.update(self._texts(f"IN ({','.join('?' * len(chunk))})", chunk))
+            text_of.update(self._texts(f"IN ({','.join('?' * len(chunk))})", chunk, set(chunk)))
         return [text_of[i] for i in wanted]
 
-    def _texts(self, ids_sql: str, params: list[int]) -> dict[int, str]:
-        """id -> text as found, overlaid by its latest cleaned text (the `cleaned` rule of core/state)."""
-        text_of = dict(self.store.execute(f"SELECT id, text FROM prompts WHERE id {ids_sql}", params))
-        text_of.update(self.store.execute(
+    def _texts(self, ids_sql: str, params: list[int], wanted: set[int]) -> dict[int, str]:
+        """id -> text as found, overlaid by its latest cleaned text (the `cleaned` rule of core/state),
+        for the WANTED ids among those the SQL condition selects."""
+        text_of = {i: text for i, text in self.store.execute(f"SELECT id, text FROM prompts WHERE id {ids_sql}", params)
+                   if i in wanted}
+        text_of.update((i, value) for i, value in self.store.execute(
             f"SELECT item_id, value FROM decisions WHERE item_type = 'prompt' AND item_id {ids_sql} "
-            "AND stage = 'clean' AND verdict = 'keep' AND value IS NOT NULL ORDER BY id", params))
+            "AND stage = 'clean' AND verdict = 'keep' AND value IS NOT NULL ORDER BY id", params) if i in wanted)
         return text_of
 
     @staticmethod
