@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["collect_bench", "clean_bench", "dedup_speed", "dedup_quality", "llm_throughput", "caption_bench", "generate_bench",
+ORDER = ["collect_bench", "clean_bench", "dedup_speed", "dedup_quality", "scale_bench", "llm_throughput", "caption_bench", "generate_bench",
          "export_bench", "review_grid"]
 
 
