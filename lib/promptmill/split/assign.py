@@ -100,12 +100,15 @@ class Known:
 
 
 def known_splits(rows) -> Known:
-    """Known splits from (item id, split name) rows; the last row of an id wins."""
-    latest = {item_id: SPLITS.index(name) for item_id, name in rows}
-    ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
-    codes = np.fromiter(latest.values(), dtype=np.int8, count=len(latest))
-    order = np.argsort(ids)
-    return Known(ids[order], codes[order])
+    """Known splits from (item id, split name) rows; the last row of an id wins. Read into arrays, not a
+    dict: a re-run after new data reads every split already made."""
+    code_of = {name: code for code, name in enumerate(SPLITS)}
+    pairs = np.fromiter(((item_id, code_of[name]) for item_id, name in rows), dtype=np.dtype((np.int64, 2)))
+    order = np.argsort(pairs[:, 0], kind="stable")
+    ids, codes = pairs[order, 0], pairs[order, 1].astype(np.int8)
+    last = np.ones(len(ids), dtype=bool)
+    last[:-1] = ids[1:] != ids[:-1]
+    return Known(ids[last], codes[last])
 
 
 def plan(keepers: np.ndarray, strata: np.ndarray, item_type: str, seed: int, validation: float, test: float,
