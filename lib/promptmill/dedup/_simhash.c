@@ -756,16 +756,36 @@ released:
     return result;
 }
 
-/* True when each text's slice starts[i]:starts[i + 1] lies inside the WORDS hashes, in order;
-   else False with a ValueError set. */
-static int indptr_fits(const int64_t *starts, Py_ssize_t texts, Py_ssize_t words)
+static void release_buffers(Py_buffer *buffers, int count)
 {
+    for (int i = 0; i < count; i++)
+        PyBuffer_Release(&buffers[i]);
+}
+
+/* The arguments of a function over word sets in CSR form: indptr (native int64), hashes (native
+   uint64), then two arrays of one length (multipliers and offsets, or left and right). Returns the
+   number of texts once each text's slice indptr[i]:indptr[i + 1] is known to lie in the hashes, in
+   order; else -1 with an error set and the buffers released. */
+static Py_ssize_t csr_args(PyObject *args, const char *format, Py_buffer buffers[4])
+{
+    if (!PyArg_ParseTuple(args, format, &buffers[0], &buffers[1], &buffers[2], &buffers[3]))
+        return -1;
+    const int64_t *starts = buffers[0].buf;
+    Py_ssize_t texts = buffers[0].len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t words = buffers[1].len / (Py_ssize_t)sizeof(uint64_t);
+    if (buffers[2].len != buffers[3].len || texts < 0) {
+        PyErr_SetString(PyExc_ValueError, "the last two arrays differ in length, or indptr is empty");
+        goto invalid;
+    }
     for (Py_ssize_t i = 0; i <= texts; i++)
         if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
             PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
-            return 0;
+            goto invalid;
         }
-    return 1;
+    return texts;
+invalid:
+    release_buffers(buffers, 4);
+    return -1;
 }
 
 PyDoc_STRVAR(minhash_sets_doc,
@@ -777,40 +797,28 @@ PyDoc_STRVAR(minhash_sets_doc,
 
 static PyObject *minhash_sets(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer indptr, hashes, multipliers, offsets;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*:minhash_sets", &indptr, &hashes, &multipliers, &offsets))
+    Py_buffer buffers[4];
+    Py_ssize_t texts = csr_args(args, "y*y*y*y*:minhash_sets", buffers);
+    if (texts < 0)
         return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
-    Py_ssize_t words = hashes.len / (Py_ssize_t)sizeof(uint64_t);
-    Py_ssize_t perms = multipliers.len / (Py_ssize_t)sizeof(uint64_t);
-    if (offsets.len != multipliers.len || texts < 0) {
-        PyErr_SetString(PyExc_ValueError, "multipliers and offsets differ in length, or indptr is empty");
-        goto done;
-    }
-    const int64_t *starts = indptr.buf;
-    const uint64_t *h = hashes.buf, *a = multipliers.buf, *b = offsets.buf;
-    if (!indptr_fits(starts, texts, words))
-        goto done;
-    result = PyBytes_FromStringAndSize(NULL, texts * perms * (Py_ssize_t)sizeof(uint32_t));
-    if (!result)
-        goto done;
-    uint32_t *out = (uint32_t *)PyBytes_AS_STRING(result);
-    for (Py_ssize_t i = 0; i < texts; i++)
-        for (Py_ssize_t p = 0; p < perms; p++) {
-            uint32_t minimum = UINT32_MAX;
-            for (int64_t j = starts[i]; j < starts[i + 1]; j++) {
-                uint32_t v = (uint32_t)((a[p] * h[j] + b[p]) >> 32);
-                if (v < minimum)
-                    minimum = v;
+    const int64_t *starts = buffers[0].buf;
+    const uint64_t *h = buffers[1].buf, *a = buffers[2].buf, *b = buffers[3].buf;
+    Py_ssize_t perms = buffers[2].len / (Py_ssize_t)sizeof(uint64_t);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, texts * perms * (Py_ssize_t)sizeof(uint32_t));
+    if (result) {
+        uint32_t *out = (uint32_t *)PyBytes_AS_STRING(result);
+        for (Py_ssize_t i = 0; i < texts; i++)
+            for (Py_ssize_t p = 0; p < perms; p++) {
+                uint32_t minimum = UINT32_MAX;
+                for (int64_t j = starts[i]; j < starts[i + 1]; j++) {
+                    uint32_t v = (uint32_t)((a[p] * h[j] + b[p]) >> 32);
+                    if (v < minimum)
+                        minimum = v;
+                }
+                out[i * perms + p] = minimum;
             }
-            out[i * perms + p] = minimum;
-        }
-done:
-    PyBuffer_Release(&indptr);
-    PyBuffer_Release(&hashes);
-    PyBuffer_Release(&multipliers);
-    PyBuffer_Release(&offsets);
+    }
+    release_buffers(buffers, 4);
     return result;
 }
 
@@ -822,22 +830,14 @@ PyDoc_STRVAR(common_words_doc,
 
 static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer indptr, hashes, left, right;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*:common_words", &indptr, &hashes, &left, &right))
+    Py_buffer buffers[4];
+    Py_ssize_t texts = csr_args(args, "y*y*y*y*:common_words", buffers);
+    if (texts < 0)
         return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
-    Py_ssize_t words = hashes.len / (Py_ssize_t)sizeof(uint64_t);
-    Py_ssize_t pairs = left.len / (Py_ssize_t)sizeof(int64_t);
-    if (right.len != left.len || texts < 0) {
-        PyErr_SetString(PyExc_ValueError, "left and right differ in length, or indptr is empty");
-        goto done;
-    }
-    const int64_t *starts = indptr.buf, *a = left.buf, *b = right.buf;
-    const uint64_t *h = hashes.buf;
-    if (!indptr_fits(starts, texts, words))
-        goto done;
-    result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
+    const int64_t *starts = buffers[0].buf, *a = buffers[2].buf, *b = buffers[3].buf;
+    const uint64_t *h = buffers[1].buf;
+    Py_ssize_t pairs = buffers[2].len / (Py_ssize_t)sizeof(int64_t);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
     if (!result)
         goto done;
     int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
@@ -862,10 +862,7 @@ static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
         out[k] = n;
     }
 done:
-    PyBuffer_Release(&indptr);
-    PyBuffer_Release(&hashes);
-    PyBuffer_Release(&left);
-    PyBuffer_Release(&right);
+    release_buffers(buffers, 4);
     return result;
 }
 
