@@ -40,6 +40,33 @@ def test_run_records_status_counts_and_versions(store):
     assert row["code_version"] and row["host"] and row["finished_at"]
 
 
+def test_a_signal_landing_just_after_commit_still_counts_what_was_stored(store):
+    """SIGTERM's exception is raised between two bytecodes: here, the first after COMMIT returned."""
+    last_sql = []
+    store.conn.set_trace_callback(last_sql.append)
+
+    def interrupt_after_commit(frame, event, arg):
+        if event == "c_return" and getattr(arg, "__name__", "") == "execute" and last_sql[-1:] == ["COMMIT"]:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    try:
+        with start_run(store, "01_collect", "text", {}, argv=[]) as run:
+            store.execute("CREATE TABLE scratch (text TEXT)")
+            with store.transaction() as conn:
+                conn.execute("INSERT INTO scratch VALUES ('a cat')")
+                run.add("prompts added")
+                sys.setprofile(interrupt_after_commit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.setprofile(None)
+        store.conn.set_trace_callback(None)
+    row = store.query("SELECT status, counts FROM runs")[0]
+    assert row["status"] == "interrupted" and store.count("scratch") == 1
+    assert json.loads(row["counts"]) == {"prompts added": 1}
+
+
 def test_failed_run_is_marked_failed(store):
     try:
         with start_run(store, "02_clean", "prompts", {}, argv=[]):

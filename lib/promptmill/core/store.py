@@ -47,12 +47,18 @@ class Store:
             yield self.conn
             return
         self.conn.execute("BEGIN IMMEDIATE")
+        committing = False
         try:
             yield self.conn
+            committing = True
             self.conn.execute("COMMIT")
-        except BaseException:
-            rollback(self.conn)
-            self._settle(False)
+        except BaseException as exc:
+            # A signal's exception (SIGTERM, Ctrl-C) can land just after COMMIT returned: what was
+            # committed is stored, so it counts. A COMMIT that failed raised sqlite3.Error itself.
+            stored = committing and not self.conn.in_transaction and not isinstance(exc, sqlite3.Error)
+            if not stored:
+                rollback(self.conn)
+            self._settle(stored)
             raise
         self._settle(True)
 
