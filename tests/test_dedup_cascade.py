@@ -44,15 +44,17 @@ def test_extension_and_numpy_give_the_same_sketches(monkeypatch):
     monkeypatch.setattr(cascade, "_simhash", None)
     plain = cascade.sketches(texts)
     assert np.array_equal(built.indptr, plain.indptr)
-    assert np.array_equal(built.hashes, plain.hashes)    # each text's words ascending
+    assert np.array_equal(built.words, plain.words)    # each text's words ascending
+    assert np.array_equal(built.vocabulary, plain.vocabulary)
+    assert (built.vocabulary[1:] > built.vocabulary[:-1]).all()
     signature = cascade.minhashes(plain, slice(None))
     assert signature.shape == (len(texts), cascade.PERMUTATIONS)
-    assert (signature[plain.sizes() == 0] == np.iinfo(np.uint32).max).all()
+    assert (signature[plain.sizes == 0] == np.iinfo(np.uint32).max).all()
     monkeypatch.undo()
     assert np.array_equal(cascade.minhashes(built, slice(None)), signature)
     assert np.array_equal(cascade.band_keys(built, 3), cascade.band_keys(plain, 3))
     for i, text in enumerate(texts):
-        words = built.hashes[built.indptr[i]:built.indptr[i + 1]]
+        words = built.hashes(i, i + 1)
         assert words.tolist() == sorted(cascade.word_hashes([w.encode() for w in word_set(text)]).tolist())
     rng = np.random.default_rng(0)
     left, right = rng.integers(0, len(texts), 5000), rng.integers(0, len(texts), 5000)
@@ -122,7 +124,9 @@ def test_texts_with_the_same_words_are_compared_once_and_cluster_as_if_every_pai
         first_of.setdefault(g, i)
     copies = [i for i, g in enumerate(group.tolist()) if first_of[g] != i]
     assert len(copies) >= 150 and all((i, first_of[group[i]]) in links_of for i in copies)
-    assert np.allclose(links.score(np.array(copies), np.array([first_of[group[i]] for i in copies])), 1.0)
+    index_of = {pair: k for k, pair in enumerate(zip(links.left.tolist(), links.right.tolist()))}
+    same = links.describe(np.array([index_of[i, first_of[group[i]]] for i in copies]))
+    assert {(reason, score) for _, reason, score, _ in same} == {("lexical: same words", 1.0)}
 
 
 pair_lists = st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=70)
@@ -281,3 +285,22 @@ def test_sigkill_mid_cascade_then_rerun_matches_a_clean_run(tmp_path):
     assert store.query(query) == clean.query(query)
     store.close()
     clean.close()
+
+
+def test_the_extension_refuses_word_sets_that_do_not_fit():
+    if not cascade._has_extension():
+        pytest.skip("promptmill._simhash was not built (no C compiler at install time)")
+    simhash = cascade._simhash
+    indptr, words = np.array([0, 2, 3], dtype=np.int64), np.array([0, 1, 1], dtype=np.uint32)
+    table = np.arange(4, dtype=np.uint32)  # two words, two values each
+    assert np.frombuffer(simhash.minhash_sets(indptr, words, table, 2), dtype=np.uint32).tolist() == [0, 1, 2, 3]
+    with pytest.raises(IndexError):
+        simhash.minhash_sets(indptr, words, table[:2], 2)
+    with pytest.raises(ValueError):
+        simhash.minhash_sets(indptr, words, table[:3], 2)
+    with pytest.raises(ValueError):
+        simhash.minhash_sets(np.array([0, 4], dtype=np.int64), words, table, 2)
+    pair = np.array([0], dtype=np.int64)
+    assert np.frombuffer(simhash.common_words(indptr, words, pair, pair + 1), dtype=np.int64).tolist() == [1]
+    with pytest.raises(IndexError):
+        simhash.common_words(indptr, words, pair, pair + 2)

@@ -49,6 +49,12 @@ def test_report_lists_pairs_that_cross_splits(tmp_path, invoke, store):
     report = invoke("08_split", "report", "--method", "exact").output
     leaks = int(report.split("leakage (exact): ")[1].split()[0])
     assert 100 < leaks < 200
+    # The cascade finds the same pairs (same words), each with its Jaccard of 1.
+    from promptmill.split.assign import leakage
+
+    found = leakage(store, None, ["cascade"])
+    assert len(found) >= leaks and {leak["score"] for leak in found} == {1.0}
+    assert all(leak["text_a"].upper() == leak["text_b"].upper() for leak in found)
 
 
 def test_ten_percent_new_items_move_nothing(tmp_path, invoke, store, db_path):

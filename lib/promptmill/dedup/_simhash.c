@@ -653,22 +653,20 @@ static int compare_words(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-PyDoc_STRVAR(minhash_folded_doc,
-             "minhash_folded(texts, ignored, multipliers, offsets) -> (signatures, counts, hashes)\n\n"
+PyDoc_STRVAR(word_sets_folded_doc,
+             "word_sets_folded(texts, ignored) -> (counts, hashes)\n\n"
              "Each text's distinct words (as for 'wordset', hashed as the simhash package hashes a\n"
-             "feature) less those whose hash is in `ignored` (sorted native uint64 bytes); for each\n"
-             "pair (a, b) of `multipliers` and `offsets` (native uint64 bytes), the minimum over\n"
-             "those words of (a * hash + b) >> 32 mod 2**64, as native uint32, text by text (all\n"
-             "ones for a text without words); the number of words of each text (native int64) and\n"
-             "their hashes (native uint64, text after text, ascending within a text).");
+             "feature) less those whose hash is in `ignored` (sorted native uint64 bytes): the number\n"
+             "of words of each text (native int64) and their hashes (native uint64, text after text,\n"
+             "ascending within a text).");
 
-static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *word_sets_folded(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
-    Py_buffer ignored, multipliers, offsets;
-    if (!PyArg_ParseTuple(args, "Oy*y*y*:minhash_folded", &texts, &ignored, &multipliers, &offsets))
+    Py_buffer ignored;
+    if (!PyArg_ParseTuple(args, "Oy*:word_sets_folded", &texts, &ignored))
         return NULL;
-    PyObject *result = NULL, *signatures = NULL, *counts = NULL, *hashes = NULL;
+    PyObject *result = NULL, *counts = NULL, *hashes = NULL;
     Table table = {0};
     Buffers buffers = {0};
     uint64_t *words = NULL;
@@ -677,22 +675,15 @@ static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
     if (!sequence)
         goto released;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-    Py_ssize_t perms = multipliers.len / (Py_ssize_t)sizeof(uint64_t);
-    if (offsets.len != multipliers.len) {
-        PyErr_SetString(PyExc_ValueError, "multipliers and offsets differ in length");
-        goto done;
-    }
-    const uint64_t *a = multipliers.buf, *b = offsets.buf, *skip = ignored.buf;
+    const uint64_t *skip = ignored.buf;
     Py_ssize_t skipped = ignored.len / (Py_ssize_t)sizeof(uint64_t);
-    signatures = PyBytes_FromStringAndSize(NULL, count * perms * (Py_ssize_t)sizeof(uint32_t));
     counts = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
-    if (!signatures || !counts)
+    if (!counts)
         goto done;
     if (table_init(&table, 1) < 0) {
         PyErr_NoMemory();
         goto done;
     }
-    uint32_t *out = (uint32_t *)PyBytes_AS_STRING(signatures);
     int64_t *sizes = (int64_t *)PyBytes_AS_STRING(counts);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
@@ -711,9 +702,6 @@ static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
             words = grown;
             words_capacity = capacity;
         }
-        uint32_t *minima = out + i * perms;
-        for (Py_ssize_t p = 0; p < perms; p++)
-            minima[p] = UINT32_MAX;
         size_t first = words_used;
         for (size_t j = 0; j < features; j++) {
             Py_ssize_t slot = feature_slot(&table, &buffers.features[j]);
@@ -723,26 +711,19 @@ static PyObject *minhash_folded(PyObject *Py_UNUSED(module), PyObject *args)
                 continue;
             table.last_text[slot] = i;
             uint64_t value = table.slots[slot].value;
-            if (contains(skip, skipped, value))
-                continue;
-            words[words_used++] = value;
-            for (Py_ssize_t p = 0; p < perms; p++) {
-                uint32_t v = (uint32_t)((a[p] * value + b[p]) >> 32);
-                if (v < minima[p])
-                    minima[p] = v;
-            }
+            if (!contains(skip, skipped, value))
+                words[words_used++] = value;
         }
         qsort(words + first, words_used - first, sizeof(uint64_t), compare_words);
         sizes[i] = (int64_t)(words_used - first);
     }
     hashes = PyBytes_FromStringAndSize((const char *)words, (Py_ssize_t)(words_used * sizeof(uint64_t)));
     if (hashes)
-        result = PyTuple_Pack(3, signatures, counts, hashes);
+        result = PyTuple_Pack(2, counts, hashes);
     goto done;
 no_memory:
     PyErr_NoMemory();
 done:
-    Py_XDECREF(signatures);
     Py_XDECREF(counts);
     Py_XDECREF(hashes);
     free(words);
@@ -751,93 +732,104 @@ done:
     Py_DECREF(sequence);
 released:
     PyBuffer_Release(&ignored);
-    PyBuffer_Release(&multipliers);
-    PyBuffer_Release(&offsets);
     return result;
 }
 
-static void release_buffers(Py_buffer *buffers, int count)
+/* The first two arguments of a function over word sets in CSR form: indptr (native int64) and
+   words (native uint32 numbers of the vocabulary). Returns the number of texts once each text's
+   slice indptr[i]:indptr[i + 1] is known to lie in the words, in order; else -1 with an error set. */
+static Py_ssize_t csr_texts(const Py_buffer *indptr, const Py_buffer *words)
 {
-    for (int i = 0; i < count; i++)
-        PyBuffer_Release(&buffers[i]);
-}
-
-/* The arguments of a function over word sets in CSR form: indptr (native int64), hashes (native
-   uint64), then two arrays of one length (multipliers and offsets, or left and right). Returns the
-   number of texts once each text's slice indptr[i]:indptr[i + 1] is known to lie in the hashes, in
-   order; else -1 with an error set and the buffers released. */
-static Py_ssize_t csr_args(PyObject *args, const char *format, Py_buffer buffers[4])
-{
-    if (!PyArg_ParseTuple(args, format, &buffers[0], &buffers[1], &buffers[2], &buffers[3]))
+    const int64_t *starts = indptr->buf;
+    Py_ssize_t texts = indptr->len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t count = words->len / (Py_ssize_t)sizeof(uint32_t);
+    if (texts < 0) {
+        PyErr_SetString(PyExc_ValueError, "indptr is empty");
         return -1;
-    const int64_t *starts = buffers[0].buf;
-    Py_ssize_t texts = buffers[0].len / (Py_ssize_t)sizeof(int64_t) - 1;
-    Py_ssize_t words = buffers[1].len / (Py_ssize_t)sizeof(uint64_t);
-    if (buffers[2].len != buffers[3].len || texts < 0) {
-        PyErr_SetString(PyExc_ValueError, "the last two arrays differ in length, or indptr is empty");
-        goto invalid;
     }
     for (Py_ssize_t i = 0; i <= texts; i++)
-        if (starts[i] < 0 || starts[i] > words || (i && starts[i] < starts[i - 1])) {
-            PyErr_SetString(PyExc_ValueError, "indptr does not fit the hashes");
-            goto invalid;
+        if (starts[i] < 0 || starts[i] > count || (i && starts[i] < starts[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "indptr does not fit the words");
+            return -1;
         }
     return texts;
-invalid:
-    release_buffers(buffers, 4);
-    return -1;
 }
 
 PyDoc_STRVAR(minhash_sets_doc,
-             "minhash_sets(indptr, hashes, multipliers, offsets) -> bytes\n\n"
-             "minhash_folded's signatures from the word hashes it returned: for each text (its\n"
-             "hashes are hashes[indptr[i]:indptr[i + 1]]) and each pair (a, b) of multipliers and\n"
-             "offsets, the minimum of (a * hash + b) >> 32 mod 2**64 as native uint32, text by text\n"
-             "(all ones for a text without words). indptr is native int64, the others native uint64.");
+             "minhash_sets(indptr, words, table, width) -> bytes\n\n"
+             "Per text (its words are words[indptr[i]:indptr[i + 1]], numbers of vocabulary entries)\n"
+             "and per column p < width, the minimum over its words w of table[w * width + p], as\n"
+             "native uint32, text by text (all ones for a text without words). table holds each\n"
+             "vocabulary entry's hash values, width to a row; indptr is native int64, the others\n"
+             "native uint32.");
 
 static PyObject *minhash_sets(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer buffers[4];
-    Py_ssize_t texts = csr_args(args, "y*y*y*y*:minhash_sets", buffers);
-    if (texts < 0)
+    Py_buffer indptr, words, table;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "y*y*y*n:minhash_sets", &indptr, &words, &table, &width))
         return NULL;
-    const int64_t *starts = buffers[0].buf;
-    const uint64_t *h = buffers[1].buf, *a = buffers[2].buf, *b = buffers[3].buf;
-    Py_ssize_t perms = buffers[2].len / (Py_ssize_t)sizeof(uint64_t);
-    PyObject *result = PyBytes_FromStringAndSize(NULL, texts * perms * (Py_ssize_t)sizeof(uint32_t));
-    if (result) {
-        uint32_t *out = (uint32_t *)PyBytes_AS_STRING(result);
-        for (Py_ssize_t i = 0; i < texts; i++)
-            for (Py_ssize_t p = 0; p < perms; p++) {
-                uint32_t minimum = UINT32_MAX;
-                for (int64_t j = starts[i]; j < starts[i + 1]; j++) {
-                    uint32_t v = (uint32_t)((a[p] * h[j] + b[p]) >> 32);
-                    if (v < minimum)
-                        minimum = v;
-                }
-                out[i * perms + p] = minimum;
-            }
+    PyObject *result = NULL;
+    Py_ssize_t texts = csr_texts(&indptr, &words);
+    const int64_t *starts = indptr.buf;
+    const uint32_t *w = words.buf, *values = table.buf;
+    Py_ssize_t entries = width > 0 ? table.len / (Py_ssize_t)sizeof(uint32_t) / width : 0;
+    if (texts < 0)
+        goto done;
+    if (width <= 0 || entries * width * (Py_ssize_t)sizeof(uint32_t) != table.len) {
+        PyErr_SetString(PyExc_ValueError, "the table is not whole rows of width values");
+        goto done;
     }
-    release_buffers(buffers, 4);
+    for (int64_t j = starts[0]; j < starts[texts]; j++)
+        if (w[j] >= (uint64_t)entries) {
+            PyErr_SetString(PyExc_IndexError, "a word is past the end of the table");
+            goto done;
+        }
+    result = PyBytes_FromStringAndSize(NULL, texts * width * (Py_ssize_t)sizeof(uint32_t));
+    if (!result)
+        goto done;
+    uint32_t *out = (uint32_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < texts; i++) {
+        uint32_t *minimum = out + i * width;
+        for (Py_ssize_t p = 0; p < width; p++)
+            minimum[p] = UINT32_MAX;
+        for (int64_t j = starts[i]; j < starts[i + 1]; j++) {
+            const uint32_t *row = values + (Py_ssize_t)w[j] * width;
+            for (Py_ssize_t p = 0; p < width; p++)
+                if (row[p] < minimum[p])
+                    minimum[p] = row[p];
+        }
+    }
+done:
+    PyBuffer_Release(&indptr);
+    PyBuffer_Release(&words);
+    PyBuffer_Release(&table);
     return result;
 }
 
 PyDoc_STRVAR(common_words_doc,
-             "common_words(indptr, hashes, left, right) -> bytes\n\n"
-             "For each pair (left[k], right[k]) of texts, how many word hashes they share: text i's\n"
-             "hashes are hashes[indptr[i]:indptr[i + 1]], ascending. indptr, left and right are\n"
-             "native int64 bytes, hashes native uint64 bytes; the counts come back as native int64.");
+             "common_words(indptr, words, left, right) -> bytes\n\n"
+             "For each pair (left[k], right[k]) of texts, how many words they share: text i's words\n"
+             "are words[indptr[i]:indptr[i + 1]], ascending. indptr, left and right are native int64\n"
+             "bytes, words native uint32 bytes; the counts come back as native int64.");
 
 static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer buffers[4];
-    Py_ssize_t texts = csr_args(args, "y*y*y*y*:common_words", buffers);
-    if (texts < 0)
+    Py_buffer indptr, words, left, right;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*:common_words", &indptr, &words, &left, &right))
         return NULL;
-    const int64_t *starts = buffers[0].buf, *a = buffers[2].buf, *b = buffers[3].buf;
-    const uint64_t *h = buffers[1].buf;
-    Py_ssize_t pairs = buffers[2].len / (Py_ssize_t)sizeof(int64_t);
-    PyObject *result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
+    PyObject *result = NULL;
+    Py_ssize_t texts = csr_texts(&indptr, &words);
+    const int64_t *starts = indptr.buf, *a = left.buf, *b = right.buf;
+    const uint32_t *w = words.buf;
+    Py_ssize_t pairs = left.len / (Py_ssize_t)sizeof(int64_t);
+    if (texts < 0)
+        goto done;
+    if (left.len != right.len) {
+        PyErr_SetString(PyExc_ValueError, "left and right differ in length");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, pairs * (Py_ssize_t)sizeof(int64_t));
     if (!result)
         goto done;
     int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
@@ -849,9 +841,9 @@ static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
         }
         int64_t i = starts[a[k]], i_end = starts[a[k] + 1], j = starts[b[k]], j_end = starts[b[k] + 1], n = 0;
         while (i < i_end && j < j_end) {
-            if (h[i] < h[j])
+            if (w[i] < w[j])
                 i++;
-            else if (h[i] > h[j])
+            else if (w[i] > w[j])
                 j++;
             else {
                 n++;
@@ -862,13 +854,16 @@ static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
         out[k] = n;
     }
 done:
-    release_buffers(buffers, 4);
+    PyBuffer_Release(&indptr);
+    PyBuffer_Release(&words);
+    PyBuffer_Release(&left);
+    PyBuffer_Release(&right);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"fingerprints_folded", fingerprints_folded, METH_VARARGS, fingerprints_folded_doc},
-    {"minhash_folded", minhash_folded, METH_VARARGS, minhash_folded_doc},
+    {"word_sets_folded", word_sets_folded, METH_VARARGS, word_sets_folded_doc},
     {"minhash_sets", minhash_sets, METH_VARARGS, minhash_sets_doc},
     {"common_words", common_words, METH_VARARGS, common_words_doc},
     {NULL, NULL, 0, NULL},

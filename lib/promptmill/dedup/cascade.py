@@ -31,7 +31,17 @@ from itertools import compress
 
 import numpy as np
 
-from promptmill.dedup.fingerprints import _indptr, _simhash, _words, chunks, fold, word_features
+from promptmill.core.memory import release_freed_memory
+from promptmill.dedup.fingerprints import (
+    _groups,
+    _indptr,
+    _pairs_within_groups,
+    _simhash,
+    _words,
+    chunks,
+    fold,
+    word_features,
+)
 
 BANDS = 25
 ROWS = 4
@@ -82,15 +92,55 @@ def _ignored_hashes() -> np.ndarray:
 
 @dataclass
 class Sketches:
-    """Each text's distinct words (less boilerplate and function words) as uint64 hashes in CSR
-    form, ascending within a text. MinHash values are computed from them band by band
-    (`band_keys`), so no signature matrix of PERMUTATIONS values per text is ever held."""
+    """Each text's distinct words (less boilerplate and function words) in CSR form: `words` are
+    uint32 numbers into `vocabulary`, the ascending uint64 word hashes, so each text's words ascend
+    by hash too. Half the memory of the hashes themselves; MinHash values are computed from them
+    band by band (`band_keys`), so no signature matrix of PERMUTATIONS values per text is held."""
 
     indptr: np.ndarray
-    hashes: np.ndarray
+    words: np.ndarray
+    vocabulary: np.ndarray
 
+    @functools.cached_property
     def sizes(self) -> np.ndarray:
+        """Words per text (computed once: every batch of pairs reads them)."""
         return np.diff(self.indptr)
+
+    @functools.cached_property
+    def count_type(self) -> type:
+        """The smallest unsigned type that holds every text's word count."""
+        return np.uint16 if not len(self.sizes) or self.sizes.max() < 2**16 else np.uint32
+
+    def hashes(self, start: int, end: int) -> np.ndarray:
+        """The word hashes of texts start to end, text after text."""
+        return self.vocabulary[self.words[self.indptr[start]:self.indptr[end]]]
+
+
+class _Vocabulary:
+    """Numbers word hashes in the order they are first seen; `ranks` renumbers them in hash order."""
+
+    def __init__(self):
+        self.known = np.zeros(0, dtype=np.uint64)     # sorted hashes
+        self.numbers = np.zeros(0, dtype=np.uint32)   # the number of each
+
+    def number(self, hashes: np.ndarray) -> np.ndarray:
+        distinct, inverse = np.unique(hashes, return_inverse=True)
+        at = np.searchsorted(self.known, distinct)
+        seen = at < len(self.known)
+        seen[seen] = self.known[at[seen]] == distinct[seen]
+        numbers = np.empty(len(distinct), dtype=np.uint32)
+        numbers[seen] = self.numbers[at[seen]]
+        new = ~seen
+        numbers[new] = np.arange(len(self.known), len(self.known) + new.sum(), dtype=np.uint32)
+        self.known = np.insert(self.known, at[new], distinct[new])
+        self.numbers = np.insert(self.numbers, at[new], numbers[new])
+        return numbers[inverse.ravel()]
+
+    def ranks(self) -> np.ndarray:
+        """uint32 position in `known` of each number."""
+        ranks = np.empty(len(self.numbers), dtype=np.uint32)
+        ranks[self.numbers] = np.arange(len(self.numbers), dtype=np.uint32)
+        return ranks
 
 
 def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,68 +171,75 @@ def _numpy_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def _extension_chunk(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     folded = [text if text.isascii() else fold(text) for text in texts]
-    _, counts, hashes = _simhash.minhash_folded(folded, _ignored_hashes().tobytes(), b"", b"")
+    counts, hashes = _simhash.word_sets_folded(folded, _ignored_hashes().tobytes())
     return np.frombuffer(counts, dtype=np.int64), np.frombuffer(hashes, dtype=np.uint64)
 
 
 def _has_extension() -> bool:
-    """The C extension with the cascade's functions (an older build has only the simhash one)."""
+    """The C extension with the cascade's functions (an older build lacks some)."""
     return _simhash is not None and all(hasattr(_simhash, name)
-                                        for name in ("minhash_folded", "minhash_sets", "common_words"))
+                                        for name in ("word_sets_folded", "minhash_sets", "common_words"))
 
 
 def sketches(texts: Iterable[str]) -> Sketches:
-    """Word sets of `texts`, TEXT_CHUNK at a time (C extension or numpy). The word hashes go into one
-    array sized from the words per text so far, not into parts joined at the end (twice the memory)."""
+    """Word sets of `texts`, TEXT_CHUNK at a time (C extension or numpy). The words go into one array
+    sized from the words per text so far, not into parts joined at the end (twice the memory), and
+    are numbered in hash order at the end, in place."""
     sketch = _extension_chunk if _has_extension() else _numpy_chunk
     total = len(texts) if isinstance(texts, Sized) else None
-    counts, hashes, used = [], np.zeros(0, dtype=np.uint64), 0
+    vocabulary = _Vocabulary()
+    counts, words, used = [], np.zeros(0, dtype=np.uint32), 0
     for chunk in chunks(texts, TEXT_CHUNK):
-        sizes, words = sketch(chunk)
+        sizes, hashes = sketch(chunk)
         counts.append(sizes)
-        if used + len(words) > len(hashes):
+        if used + len(hashes) > len(words):
             seen = sum(map(len, counts))
-            rate = (used + len(words)) / seen
-            expected = used + len(words) + (rate * (total - seen) * 1.1 if total and total > seen else used + len(words))
-            grown = np.empty(int(expected) + 1, dtype=np.uint64)
-            grown[:used] = hashes[:used]
-            hashes = grown
-        hashes[used:used + len(words)] = words
-        used += len(words)
+            rate = (used + len(hashes)) / seen
+            expected = used + len(hashes) + (rate * (total - seen) * 1.1 if total and total > seen
+                                             else used + len(hashes))
+            grown = np.empty(int(expected) + 1, dtype=np.uint32)
+            grown[:used] = words[:used]
+            words = grown
+        words[used:used + len(hashes)] = vocabulary.number(hashes)
+        used += len(hashes)
     if not counts:
-        return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64))
-    return Sketches(_indptr(np.concatenate(counts)), hashes[:used])
+        return Sketches(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.uint64))
+    words = words[:used]
+    ranks = vocabulary.ranks()
+    for start in range(0, used, TEXT_CHUNK * 10):
+        words[start:start + TEXT_CHUNK * 10] = ranks[words[start:start + TEXT_CHUNK * 10]]
+    return Sketches(_indptr(np.concatenate(counts)), words, vocabulary.known)
 
 
 def minhashes(sets: Sketches, permutations: slice) -> np.ndarray:
     """(texts, permutations) uint32: the minimum over each text's words of each hash function
     (a multiply-shift of the word hash); all ones for a text without words."""
     multipliers, offsets = _MULTIPLIERS[permutations], _OFFSETS[permutations]
+    # Each hash function's value of each vocabulary word, a row per word.
+    table = ((sets.vocabulary[:, None] * multipliers[None, :] + offsets[None, :]) >> np.uint64(32)).astype(np.uint32)
     if _has_extension():
-        values = _simhash.minhash_sets(sets.indptr.astype(np.int64), sets.hashes, multipliers, offsets)
+        values = _simhash.minhash_sets(sets.indptr.astype(np.int64, copy=False), sets.words, table, len(multipliers))
         return np.frombuffer(values, dtype=np.uint32).reshape(len(sets.indptr) - 1, len(multipliers))
     out = np.full((len(sets.indptr) - 1, len(multipliers)), np.iinfo(np.uint32).max, dtype=np.uint32)
-    has_words = sets.sizes() > 0
+    has_words = sets.sizes > 0
     for start in range(0, len(out), TEXT_CHUNK):
         end = min(start + TEXT_CHUNK, len(out))
         chunk_has = has_words[start:end]
         if not chunk_has.any():
             continue
-        first, last = sets.indptr[start], sets.indptr[end]
-        words = sets.hashes[first:last]
-        permuted = ((multipliers[:, None] * words[None, :] + offsets[:, None]) >> np.uint64(32)).astype(np.uint32)
+        first = sets.indptr[start]
         # Starts of the texts with words rise strictly, so each slice is exactly one text's words.
         starts = sets.indptr[start:end][chunk_has] - first
-        out[start:end][chunk_has] = np.minimum.reduceat(permuted, starts, axis=1).T
+        out[start:end][chunk_has] = np.minimum.reduceat(table[sets.words[first:sets.indptr[end]]], starts, axis=0)
     return out
 
 
 def band_keys(sets: Sketches, band: int) -> np.ndarray:
     """uint64 LSH key of each text in BAND: its ROWS MinHash values hashed together."""
-    block = minhashes(sets, slice(band * ROWS, (band + 1) * ROWS)).astype(np.uint64)
-    keys = block[:, 0].copy()
-    for column in range(1, ROWS):
-        keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column]
+    block = minhashes(sets, slice(band * ROWS, (band + 1) * ROWS))
+    keys = block[:, 0].astype(np.uint64)
+    for column in range(1, ROWS):  # widened a column at a time: millions of texts are common
+        keys = (keys * np.uint64(0x9E3779B97F4A7C15)) ^ block[:, column].astype(np.uint64)
     return keys
 
 
@@ -190,8 +247,6 @@ def _bucket_pairs(keys: np.ndarray, usable: np.ndarray) -> Iterator[tuple[np.nda
     """Pairs of indices sharing a key, about PAIR_CHUNK at a time: all pairs in buckets up to
     BUCKET_LIMIT, and in larger buckets each member with the bucket's first BUCKET_LIMIT members
     (lowest index)."""
-    from promptmill.dedup.fingerprints import _groups, _pairs_within_groups
-
     index = np.flatnonzero(usable)
     order, starts, ends = _groups(keys[index])
     sizes = ends - starts
@@ -224,7 +279,7 @@ def candidates(sets: Sketches, fixed: np.ndarray, usable: np.ndarray) -> Iterato
     A pair sharing several bands comes once per band: `verify` checks each batch as it comes and
     keeps only the close pairs, so memory never holds every candidate pair, or one band's, at once."""
     n = len(fixed)
-    usable = usable & (sets.sizes() > 0)
+    usable = usable & (sets.sizes > 0)
     for band in range(BANDS):
         for left, right in _bucket_pairs(band_keys(sets, band), usable):
             low, high = np.minimum(left, right), np.maximum(left, right)
@@ -234,50 +289,60 @@ def candidates(sets: Sketches, fixed: np.ndarray, usable: np.ndarray) -> Iterato
 
 
 def _common_words(sets: Sketches, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """How many words each pair shares: a merge of the two sorted hash lists in C, else hash
-    tables in Arrow (number the words, then count each pair's distinct (pair, word) keys)."""
+    """How many words each pair shares: a merge of the two sorted lists in C, else the distinct
+    (pair, word) keys counted in Arrow."""
     if _has_extension():
-        return np.frombuffer(_simhash.common_words(sets.indptr.astype(np.int64, copy=False), sets.hashes,
+        return np.frombuffer(_simhash.common_words(sets.indptr.astype(np.int64, copy=False), sets.words,
                                                    np.ascontiguousarray(a, dtype=np.int64),
                                                    np.ascontiguousarray(b, dtype=np.int64)), dtype=np.int64)
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    sizes = sets.sizes()
+    sizes = sets.sizes
     members = np.concatenate([a, b])
     counts = sizes[members]
     pair = np.repeat(np.tile(np.arange(len(a), dtype=np.int64), 2), counts)
     positions = np.repeat(sets.indptr[members] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    numbered = pc.dictionary_encode(pa.array(sets.hashes[positions]))
-    words = numbered.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    shift = np.int64(max(len(numbered.dictionary) - 1, 1).bit_length())
-    distinct = pc.unique(pa.array((pair << shift) | words)).to_numpy()
+    shift = np.int64(max(len(sets.vocabulary) - 1, 1).bit_length())
+    distinct = pc.unique(pa.array((pair << shift) | sets.words[positions].astype(np.int64))).to_numpy()
     return sizes[a] + sizes[b] - np.bincount(distinct >> shift, minlength=len(a))
+
+
+def scores(common: np.ndarray, sizes_a: np.ndarray, sizes_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Jaccard, containment) of word sets of SIZES_A and SIZES_B words sharing COMMON."""
+    common = np.asarray(common, dtype=np.float64)
+    sizes_a, sizes_b = np.asarray(sizes_a, dtype=np.int64), np.asarray(sizes_b, dtype=np.int64)
+    union = sizes_a + sizes_b - common
+    shorter = np.minimum(sizes_a, sizes_b)
+    return common / np.maximum(union, 1), common / np.maximum(shorter, 1)
+
+
+def shared_words(sets: Sketches, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """How many words each pair shares, PAIR_CHUNK pairs at a time, as `count_type`."""
+    common = np.zeros(len(left), dtype=sets.count_type)
+    for start in range(0, len(left), PAIR_CHUNK):
+        common[start:start + PAIR_CHUNK] = _common_words(sets, left[start:start + PAIR_CHUNK],
+                                                         right[start:start + PAIR_CHUNK])
+    return common
 
 
 def overlaps(sets: Sketches, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact (Jaccard, containment) of the word sets of each pair."""
-    sizes = sets.sizes()
-    common = np.zeros(len(left))
-    for start in range(0, len(left), PAIR_CHUNK):
-        common[start:start + PAIR_CHUNK] = _common_words(sets, left[start:start + PAIR_CHUNK],
-                                                         right[start:start + PAIR_CHUNK])
-    union = sizes[left] + sizes[right] - common
-    shorter = np.minimum(sizes[left], sizes[right])
-    return common / np.maximum(union, 1), common / np.maximum(shorter, 1)
+    return scores(shared_words(sets, left, right), sets.sizes[left], sets.sizes[right])
 
 
 @dataclass
 class Verified:
-    """Linked pairs with how they were linked (lexically, or by the cosine) and all scores."""
+    """Linked pairs (left < right, ascending), how many words each shares, and, where `embed` was
+    given, which were linked by the cosine and its value. With the texts' word counts, the shared
+    words give every word-set score again (`scores`), so the word sets need not outlive `verify`."""
 
     left: np.ndarray
     right: np.ndarray
-    semantic: np.ndarray      # bool: linked by the cosine, not by the word sets alone
-    jaccard: np.ndarray       # float32, as are the others
-    containment: np.ndarray
-    cosine: np.ndarray        # NaN where the pair was not embedded
-    checked: int              # candidate pairs whose word sets were compared
+    common: np.ndarray           # words shared (uint16, or uint32 for texts of 65,536 words or more)
+    semantic: np.ndarray | None  # bool: linked by the cosine, not by the word sets alone
+    cosine: np.ndarray | None    # float32, NaN where the pair was not embedded
+    checked: int                 # candidate pairs whose word sets were compared
     embedded: int
 
 
@@ -287,7 +352,7 @@ SET_MIXERS = ((0x9E3779B97F4A7C15, 0x632BE59BD9B4E019), (0xC2B2AE3D27D4EB4F, 0x1
 def same_sets(sets: Sketches) -> np.ndarray:
     """A group number per text: texts with the same words share one (each text without words has its
     own). Only the first text of a group needs comparing: the others are its exact copies here."""
-    sizes = sets.sizes()
+    sizes = sets.sizes
     has_words = sizes > 0
     # Two independent 64-bit sums of mixed word hashes, with the size, name a set.
     keys = np.zeros((len(sizes), 1 + len(SET_MIXERS)), dtype=np.uint64)
@@ -297,9 +362,8 @@ def same_sets(sets: Sketches) -> np.ndarray:
         chunk_has = has_words[start:end]
         if not chunk_has.any():
             continue
-        first = sets.indptr[start]
-        words = sets.hashes[first:sets.indptr[end]]
-        starts = sets.indptr[start:end][chunk_has] - first
+        words = sets.hashes(start, end)
+        starts = sets.indptr[start:end][chunk_has] - sets.indptr[start]
         for column, (multiplier, offset) in enumerate(SET_MIXERS, start=1):
             keys[start:end][chunk_has, column] = np.add.reduceat(words * np.uint64(multiplier) + np.uint64(offset),
                                                                  starts)
@@ -314,54 +378,58 @@ def same_sets(sets: Sketches) -> np.ndarray:
     return group
 
 
+def _merged(kept: np.ndarray, pending: list[np.ndarray]) -> np.ndarray:
+    """Sorted distinct KEPT keys with the PENDING ones inserted, each once."""
+    new = _sorted_distinct(np.concatenate(pending)) if pending else np.zeros(0, dtype=np.int64)
+    if len(kept) and len(new):
+        new = new[kept[np.minimum(np.searchsorted(kept, new), len(kept) - 1)] != new]
+    return np.insert(kept, np.searchsorted(kept, new), new) if len(new) else kept
+
+
 def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
            embed: Callable[[np.ndarray], np.ndarray] | None, jaccard_cut: float = JACCARD,
            cosine_cut: float = COSINE) -> Verified:
     """Link candidate pairs at Jaccard >= `jaccard_cut`; send the grey zone below it (Jaccard >=
     GREY_FLOOR) to the cosine of their embeddings (`embed` maps item indices to normalised
-    vectors; None links lexically only). Containment is measured and recorded, not used.
-    `batches` may repeat a pair (once per LSH band it shares): it is counted and kept once."""
+    vectors; None links lexically only). `batches` may repeat a pair (once per LSH band it shares):
+    it is counted and kept once. Only the keys (left * n + right) of the close pairs are held."""
     n = len(sets.indptr) - 1
-    kept = np.zeros(0, dtype=np.int64)  # keys left * n + right of the close pairs merged so far, sorted
-    pending, parts, checked = [], [], 0
+    kept = np.zeros(0, dtype=np.int64)  # keys of the close pairs merged so far, sorted
+    pending, checked = [], 0
+    # The cut is made here, in full precision. Without `embed` the grey zone can link nothing.
+    floor = GREY_FLOOR if embed is not None else jaccard_cut
     for left, right in batches:
         pairs = left * n + right
         if len(kept):
             pairs = pairs[kept[np.minimum(np.searchsorted(kept, pairs), len(kept) - 1)] != pairs]
-        jaccard, containment = overlaps(sets, pairs // n, pairs % n)
         checked += len(pairs)
-        # The cuts are made here, in full precision; the scores are kept as float32 for the record.
-        # Without `embed` the grey zone can link nothing, so it is not kept.
-        lexical = jaccard >= jaccard_cut
-        close = lexical | (jaccard >= GREY_FLOOR) if embed is not None else lexical
-        found = pairs[close]
-        parts.append((found, lexical[close], jaccard[close].astype(np.float32), containment[close].astype(np.float32)))
-        pending.append(found)
-        # A merge sorts everything kept: it waits until the pending pairs are a fair share of that.
-        if sum(map(len, pending)) > max(PAIR_CHUNK, len(kept) // 2):
-            kept = _sorted_distinct(np.concatenate([kept, *pending]))
-            pending = []
-    del kept, pending
-    pairs, lexical, jaccard, containment = ([np.concatenate(column) for column in zip(*parts)] if parts else
-                                            (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
-                                             np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)))
-    del parts
-    # A pair found close again before its merge into `kept` came twice: keep it once.
-    pairs, first = np.unique(pairs, return_index=True)
-    lexical, jaccard, containment = lexical[first], jaccard[first], containment[first]
-    del first
+        pending.append(pairs[overlaps(sets, pairs // n, pairs % n)[0] >= floor])
+        # A merge copies everything kept: it waits until the pending pairs are a share of that, small
+        # enough that the merge's own arrays stay small beside it.
+        if sum(map(len, pending)) > max(PAIR_CHUNK, len(kept) // 8):
+            kept, pending = _merged(kept, pending), []
+            release_freed_memory()
+    kept = _merged(kept, pending)
+    del pending
     index = np.int32 if n < 2**31 else np.int64
-    left, right = (pairs // n).astype(index), (pairs % n).astype(index)
-    del pairs
-    grey = ~lexical
+    left, right = np.empty(len(kept), dtype=index), np.empty(len(kept), dtype=index)
+    for start in range(0, len(kept), PAIR_CHUNK):
+        left[start:start + PAIR_CHUNK], right[start:start + PAIR_CHUNK] = np.divmod(kept[start:start + PAIR_CHUNK], n)
+    del kept
+    common = shared_words(sets, left, right)
+    if embed is None:
+        return Verified(left, right, common, None, None, checked, 0)
+    grey = np.zeros(len(left), dtype=bool)
+    for start in range(0, len(left), PAIR_CHUNK):
+        part = slice(start, start + PAIR_CHUNK)
+        grey[part] = scores(common[part], sets.sizes[left[part]], sets.sizes[right[part]])[0] < jaccard_cut
     cosine = np.full(len(left), np.nan, dtype=np.float32)
     embedded = 0
-    if embed is not None and grey.any():
+    if grey.any():
         texts, rows = np.unique(np.concatenate([left[grey], right[grey]]), return_inverse=True)
         vectors = embed(texts)
         embedded = len(texts)
         a, b = rows[:grey.sum()], rows[grey.sum():]
         cosine[grey] = np.einsum("ij,ij->i", vectors[a], vectors[b])
-    linked = lexical | (grey & (cosine >= cosine_cut))
-    return Verified(left[linked], right[linked], ~lexical[linked], jaccard[linked], containment[linked],
-                    cosine[linked], checked, embedded)
+    linked = ~grey | (cosine >= cosine_cut)
+    return Verified(left[linked], right[linked], common[linked], grey[linked], cosine[linked], checked, embedded)

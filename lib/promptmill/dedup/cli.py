@@ -149,6 +149,8 @@ def prompts(db_path, method_list, sources, against, keep, source_priority, featu
             others = [s for m, s in scopes.items() if m != method]
             elsewhere = np.concatenate([dedup.dropped_by(store, s, "prompt") for s in others] or [np.zeros(0)])
             items = loaded.subset(~np.isin(loaded.ids, elsewhere)) if len(elsewhere) else loaded
+            if method == methods[-1]:
+                del loaded  # the last pass needs only its own items: millions of prompts are common
             items = _targets_and_reference(store, items, dedup.load_prompts_by_id, "prompt", source_ids, against)
             if method == "exact":
                 find = dedup.exact_links

@@ -161,10 +161,13 @@ def _better_ends(node: np.ndarray, best: np.ndarray, left: np.ndarray, right: np
     starts = np.searchsorted(keys, np.arange(nodes + 1, dtype=np.int64) << bits)
     index = np.int32 if max(nodes, len(left)) < 2**31 else np.int64
     total = int(starts[-1])
-    links, better = np.empty(total, dtype=index), np.empty(total, dtype=index)
+    links = np.empty(total, dtype=index)
     for start in range(0, total, batch):
-        link = keys[start:min(start + batch, total)] & ((1 << bits) - 1)
+        links[start:start + batch] = keys[start:min(start + batch, total)] & ((1 << bits) - 1)
+    del keys
+    better = np.empty(total, dtype=index)
+    for start in range(0, total, batch):
+        link = links[start:start + batch]
         a, b = node[left[link]], node[right[link]]
-        links[start:start + len(link)] = link
         better[start:start + len(link)] = np.where(best[a] < best[b], a, b)
     return starts, better, links

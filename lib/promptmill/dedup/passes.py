@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from promptmill.core.errors import BadInput
+from promptmill.core.memory import release_freed_memory
 from promptmill.core.progress import bar
 from promptmill.core.runs import Run
 from promptmill.core.save import save_decisions
@@ -74,10 +75,6 @@ class StoredTexts(Sequence[str]):
             "AND stage = 'clean' AND verdict = 'keep' AND value IS NOT NULL ORDER BY id", params) if i in wanted)
         return text_of
 
-    @staticmethod
-    def concat(first: StoredTexts, second: StoredTexts) -> StoredTexts:
-        return StoredTexts(first.store, np.concatenate([first.ids, second.ids]))
-
 
 @dataclass
 class Items:
@@ -96,15 +93,18 @@ class Items:
 
     def subset(self, index: np.ndarray) -> Items:
         """The items at a mask or an index array."""
-        return Items(self.ids[index], self.source_ids[index], self.texts[index], self.keys[index],
-                     self.sizes[index], self.fixed[index])
+        ids = self.ids[index]
+        # Prompt texts are read by id: they share the ids array rather than hold a copy.
+        texts = StoredTexts(self.texts.store, ids) if isinstance(self.texts, StoredTexts) else self.texts[index]
+        return Items(ids, self.source_ids[index], texts, self.keys[index], self.sizes[index], self.fixed[index])
 
     @staticmethod
     def concat(first: Items, second: Items) -> Items:
         """Both sets of items, in id order."""
-        texts = (StoredTexts.concat(first.texts, second.texts) if isinstance(first.texts, StoredTexts)
+        ids = np.concatenate([first.ids, second.ids])
+        texts = (StoredTexts(first.texts.store, ids) if isinstance(first.texts, StoredTexts)
                  else np.concatenate([first.texts, second.texts]))
-        joined = Items(np.concatenate([first.ids, second.ids]), np.concatenate([first.source_ids, second.source_ids]),
+        joined = Items(ids, np.concatenate([first.source_ids, second.source_ids]),
                        texts, np.concatenate([first.keys, second.keys]),
                        np.concatenate([first.sizes, second.sizes]), np.concatenate([first.fixed, second.fixed]))
         return joined.subset(np.argsort(joined.ids, kind="stable"))
@@ -121,8 +121,8 @@ class Links:
 
     left: np.ndarray
     right: np.ndarray
-    score: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    reason: str  # format with score, e.g. "hamming {score:g}"
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # without `describe`
+    reason: str = ""  # format with score, e.g. "hamming {score:g}"
     transitive: bool = False
     group: np.ndarray | None = None
     describe: Callable[[np.ndarray], list[tuple[str, str, float, str | None]]] | None = None
@@ -253,40 +253,51 @@ def cascade_links(items: Items, embed: Callable[[np.ndarray], np.ndarray] | None
 
     sets = cascade.sketches(items.texts)
     group = cascade.same_sets(sets)
+    release_freed_memory()
     values, firsts = np.unique(group, return_index=True)
     first = np.zeros(len(group), dtype=bool)
     first[firsts] = True
     found = cascade.verify(sets, cascade.candidates(sets, items.fixed, first), embed, **cuts)
     count("cascade pairs checked", found.checked)
+    # The word sets go: the recorded scores come from the shared words and the word counts.
+    sizes = sets.sizes.astype(found.common.dtype)
+    del sets
+    verified = len(found.left)
     # Texts with the same words as an earlier one are compared through it, and linked to it here.
     members = np.flatnonzero(~first)
     leads = firsts[np.searchsorted(values, group[members])]
+    del values, firsts, first
     wanted = ~(items.fixed[members] & items.fixed[leads])
     left = np.concatenate([found.left, members[wanted].astype(found.left.dtype)])
     right = np.concatenate([found.right, leads[wanted].astype(found.right.dtype)])
+    common, semantic, cosine = found.common, found.semantic, found.cosine
+    del found, members, leads, wanted
 
     def describe(links: np.ndarray) -> list[tuple[str, str, float, str]]:
         """Link -1 (star's `group`) or past the verified ones: the item has the same words as the kept one."""
+        links = np.asarray(links, dtype=np.int64)
+        own = (links >= 0) & (links < verified)
+        jaccard, containment = np.ones(len(links)), np.ones(len(links))
+        mine = links[own]
+        jaccard[own], containment[own] = cascade.scores(common[mine], sizes[left[mine]], sizes[right[mine]])
         out = []
-        for link in links.tolist():
-            if link < 0 or link >= len(found.left):
-                out.append(("cascade:lexical", "lexical: same words", 1.0,
-                            json.dumps({"containment": 1.0, "cosine": None, "jaccard": 1.0}, sort_keys=True)))
+        for link, is_own, j, c in zip(links.tolist(), own.tolist(), jaccard.tolist(), containment.tolist()):
+            by_cosine = is_own and semantic is not None and bool(semantic[link])
+            similarity = float(cosine[link]) if is_own and cosine is not None else float("nan")
+            stage = "semantic" if by_cosine else "lexical"
+            scores = {"jaccard": round(j, 4), "containment": round(c, 4),
+                      "cosine": None if similarity != similarity else round(similarity, 4)}
+            if not is_own:
+                out.append(("cascade:lexical", "lexical: same words", 1.0, json.dumps(scores, sort_keys=True)))
                 continue
-            jaccard, containment, cosine = (float(found.jaccard[link]), float(found.containment[link]),
-                                            float(found.cosine[link]))
-            stage = "semantic" if found.semantic[link] else "lexical"
-            scores = {"jaccard": round(jaccard, 4), "containment": round(containment, 4),
-                      "cosine": None if cosine != cosine else round(cosine, 4)}
-            text = f"{stage}: jaccard {jaccard:.3f}, containment {containment:.3f}"
+            text = f"{stage}: jaccard {j:.3f}, containment {c:.3f}"
             if scores["cosine"] is not None:
-                text += f", cosine {cosine:.3f}"
-            out.append((f"cascade:{stage}", text, scores["cosine"] if stage == "semantic" else scores["jaccard"],
+                text += f", cosine {similarity:.3f}"
+            out.append((f"cascade:{stage}", text, scores["cosine"] if by_cosine else scores["jaccard"],
                         json.dumps(scores, sort_keys=True)))
         return out
 
-    return Links(left, right, lambda a, b: cascade.overlaps(sets, a, b)[0], "jaccard {score:.3f}",
-                 group=group, describe=describe)
+    return Links(left, right, group=group, describe=describe)
 
 
 # ---- a pass ----------------------------------------------------------------------------------------
@@ -356,6 +367,7 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
     items = prepared
     result.compared = int((~items.fixed).sum())
     links = find_links(items)
+    release_freed_memory()
     result.pairs = len(links.left)
     rank = clusters.keep_order(items.ids, items.sizes, items.source_ids, keep, source_priority)
     if links.transitive:
@@ -366,6 +378,7 @@ def run_pass(store: Store, run: Run, item_type: str, scope: str, method: str, it
     else:
         kept, via = clusters.star(len(items.ids), links.left, links.right, rank, items.fixed, links.group)
         drops = np.flatnonzero(kept != np.arange(len(items.ids)))
+    release_freed_memory()
     result.clusters = len(np.unique(kept[drops]))
     result.drops = len(drops)
     with bar(total=len(drops), desc=f"{method} decisions", unit="drop") as progress:

@@ -324,7 +324,10 @@ def leakage(store: Store, scope: str | None, methods: list[str], features: str =
             links = dedup.Links(left, right, lambda a, b, v=vectors: semantic.cosine(v, a, b), "")
         cross = splits[links.left] != splits[links.right]
         left, right = links.left[cross], links.right[cross]
-        scores = links.score(left, right) if len(left) else []
+        if links.describe is not None:  # its own score per link (the cascade's)
+            scores = [score for _, _, score, _ in links.describe(np.flatnonzero(cross))]
+        else:
+            scores = links.score(left, right) if len(left) else []
         for a, b, s, text_a, text_b in zip(left.tolist(), right.tolist(), list(scores), items.texts.take(left),
                                            items.texts.take(right)):
             found.append({"method": method, "a": int(items.ids[a]), "b": int(items.ids[b]),
