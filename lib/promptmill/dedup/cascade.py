@@ -14,11 +14,12 @@
 Every word gets the simhash package's feature hash (md5, as the C extension's
 simhash computes it); each of the PERMUTATIONS hash functions is a multiply-shift
 of it and a signature value is the minimum over the prompt's words. Signatures are
-computed one band at a time from the word sets and candidates verified as each
-band yields them, so memory holds the word sets and the close pairs, not a
-signature matrix or every candidate pair. The C extension tokenises and hashes,
-takes the minima and counts shared words by merging sorted lists; numpy and Arrow
-give the same values where it was not built.
+computed one band at a time from the word sets (4-byte numbers into the vocabulary
+of word hashes) and candidates verified as each band yields them, so memory holds
+the word sets and the keys of the close pairs, not a signature matrix or every
+candidate pair. The C extension tokenises and hashes, takes the minima and counts
+shared words by merging sorted lists; numpy and Arrow give the same values where it
+was not built.
 """
 
 from __future__ import annotations
