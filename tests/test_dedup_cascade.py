@@ -304,3 +304,5 @@ def test_the_extension_refuses_word_sets_that_do_not_fit():
     assert np.frombuffer(simhash.common_words(indptr, words, pair, pair + 1), dtype=np.int64).tolist() == [1]
     with pytest.raises(IndexError):
         simhash.common_words(indptr, words, pair, pair + 2)
+    with pytest.raises(ValueError):  # a pair's text reaching past the words
+        simhash.common_words(np.array([0, 2, 9], dtype=np.int64), words, pair, pair + 1)

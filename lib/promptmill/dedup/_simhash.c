@@ -755,6 +755,12 @@ static Py_ssize_t csr_texts(const Py_buffer *indptr, const Py_buffer *words)
     return texts;
 }
 
+/* Whether text i's slice indptr[i]:indptr[i + 1] lies in COUNT words, in order. */
+static inline int text_fits(const int64_t *starts, int64_t i, Py_ssize_t count)
+{
+    return starts[i] >= 0 && starts[i] <= starts[i + 1] && starts[i + 1] <= count;
+}
+
 PyDoc_STRVAR(minhash_sets_doc,
              "minhash_sets(indptr, words, table, width) -> bytes\n\n"
              "Per text (its words are words[indptr[i]:indptr[i + 1]], numbers of vocabulary entries)\n"
@@ -818,13 +824,14 @@ static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
     Py_buffer indptr, words, left, right;
     if (!PyArg_ParseTuple(args, "y*y*y*y*:common_words", &indptr, &words, &left, &right))
         return NULL;
+    /* Called for every batch of candidate pairs: only the texts of the pairs are checked against
+       the words, not the whole indptr each time. */
     PyObject *result = NULL;
-    Py_ssize_t texts = csr_texts(&indptr, &words);
+    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t count = words.len / (Py_ssize_t)sizeof(uint32_t);
     const int64_t *starts = indptr.buf, *a = left.buf, *b = right.buf;
     const uint32_t *w = words.buf;
     Py_ssize_t pairs = left.len / (Py_ssize_t)sizeof(int64_t);
-    if (texts < 0)
-        goto done;
     if (left.len != right.len) {
         PyErr_SetString(PyExc_ValueError, "left and right differ in length");
         goto done;
@@ -837,6 +844,11 @@ static PyObject *common_words(PyObject *Py_UNUSED(module), PyObject *args)
         if (a[k] < 0 || a[k] >= texts || b[k] < 0 || b[k] >= texts) {
             Py_CLEAR(result);
             PyErr_SetString(PyExc_IndexError, "text index out of range");
+            goto done;
+        }
+        if (!text_fits(starts, a[k], count) || !text_fits(starts, b[k], count)) {
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_ValueError, "indptr does not fit the words");
             goto done;
         }
         int64_t i = starts[a[k]], i_end = starts[a[k] + 1], j = starts[b[k]], j_end = starts[b[k] + 1], n = 0;

@@ -379,11 +379,16 @@ def same_sets(sets: Sketches) -> np.ndarray:
     return group
 
 
+def _absent(kept: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """KEYS not in the sorted KEPT."""
+    if not len(kept):
+        return keys
+    return keys[kept[np.minimum(np.searchsorted(kept, keys), len(kept) - 1)] != keys]
+
+
 def _merged(kept: np.ndarray, pending: list[np.ndarray]) -> np.ndarray:
     """Sorted distinct KEPT keys with the PENDING ones inserted, each once."""
-    new = _sorted_distinct(np.concatenate(pending)) if pending else np.zeros(0, dtype=np.int64)
-    if len(kept) and len(new):
-        new = new[kept[np.minimum(np.searchsorted(kept, new), len(kept) - 1)] != new]
+    new = _absent(kept, _sorted_distinct(np.concatenate(pending))) if pending else np.zeros(0, dtype=np.int64)
     return np.insert(kept, np.searchsorted(kept, new), new) if len(new) else kept
 
 
@@ -400,9 +405,7 @@ def verify(sets: Sketches, batches: Iterable[tuple[np.ndarray, np.ndarray]],
     # The cut is made here, in full precision. Without `embed` the grey zone can link nothing.
     floor = GREY_FLOOR if embed is not None else jaccard_cut
     for left, right in batches:
-        pairs = left * n + right
-        if len(kept):
-            pairs = pairs[kept[np.minimum(np.searchsorted(kept, pairs), len(kept) - 1)] != pairs]
+        pairs = _absent(kept, left * n + right)
         checked += len(pairs)
         pending.append(pairs[overlaps(sets, pairs // n, pairs % n)[0] >= floor])
         # A merge copies everything kept: it waits until the pending pairs are a share of that, small
